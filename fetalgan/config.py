@@ -1,0 +1,439 @@
+"""Configuration: dataclasses for one training run and for a sweep, loaded strictly from YAML.
+
+Every field has a default and a one-line comment. Loading is strict: an unknown key, a wrong
+type or an impossible value raises ``ConfigError`` (a ``ValueError``) whose message names the
+key path and what is valid, e.g. ``base.data.kind: unknown value 'hc19'; expected one of ...``.
+Only pyyaml is imported here, so ``fetalgan --help`` and config validation stay instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error; the message starts with the key path."""
+
+
+# --------------------------------------------------------------------------------------------
+# One training run
+# --------------------------------------------------------------------------------------------
+
+DATA_KINDS = ("phantom", "hc18", "planes", "folder")
+MODELS = ("dcgan",)
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+EVAL_METRICS = ("fid", "kid", "lbpv")
+
+
+@dataclass
+class AugmentConfig:
+    hflip: bool = True  # random horizontal flip (probe on either side of the head)
+    rotate_deg: float = 10.0  # random rotation in [-rotate_deg, +rotate_deg] degrees; 0 = off
+
+
+@dataclass
+class DataConfig:
+    kind: str = "phantom"  # phantom | hc18 | planes | folder
+    root: str | None = None  # dataset directory (not used by phantom)
+    size: int | None = None  # images in the seeded training subset; null = all of them
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    skip_corrupt: bool = False  # skip unreadable images with a warning count instead of failing
+    phantom_n: int = 999  # phantom only: images in the procedural pool (HC18 has 999)
+    phantom_seed: int = 0  # phantom only: seed of the procedural pool (not the subset)
+    plane: str | None = None  # planes only: Plane column filter, e.g. "Fetal brain"
+    brain_plane: str | None = None  # planes only: Brain_plane filter, e.g. "Trans-cerebellum"
+    machine: str | None = None  # planes only: US_Machine filter, e.g. "Voluson E6"
+    train_split: bool | None = None  # planes only: Train column (true = 1, false = 0, null = both)
+    cache_dir: str | None = None  # decoded-tensor cache; default $FETALGAN_CACHE or ~/.cache/fetalgan
+
+
+@dataclass
+class TrainConfig:
+    model: str = "dcgan"  # generator family (registry name)
+    resolution: int = 64  # image side in pixels, power of two in 32..256
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = 100  # passes over the training subset
+    eval_every: int = 10  # epochs between evaluations (metrics, sample grid, checkpoint)
+    eval_n: int = 800  # fake images generated per evaluation (the study used 800)
+    eval_metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "lbpv"])  # at eval
+    fid_weights: str | None = None  # FID Inception weights file; default: offline lookup
+    batch_size: int = 128  # images per optimiser step
+    lr_g: float = 2.0e-4  # generator Adam learning rate
+    lr_d: float = 2.0e-4  # discriminator Adam learning rate
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam betas
+    weight_decay: float = 0.0  # Adam weight decay, both networks
+    real_label: float = 1.0  # BCE target for real images; 0.9 = one-sided label smoothing
+    nz: int = 100  # latent dimension
+    ngf: int = 64  # generator width (channels of the last hidden layer)
+    ndf: int = 64  # discriminator width (channels of the first layer)
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16
+    channels_last: bool = True  # NHWC memory format for convolutions
+    compile: bool = False  # torch.compile the networks
+    device: str = "auto"  # auto (cuda if present) | cpu | cuda
+    seed: int = 0  # drives torch, numpy and the data subset
+    fail_at_epoch: int | None = None  # testing only: raise once at this epoch (fault tests)
+
+
+# --------------------------------------------------------------------------------------------
+# A sweep
+# --------------------------------------------------------------------------------------------
+
+SEARCH_KINDS = ("optuna", "random", "grid")
+SCHEDULER_KINDS = ("asha", "fifo")
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid")
+
+
+@dataclass
+class SchedulerConfig:
+    kind: str = "asha"  # asha | fifo
+    max_t: int | None = None  # ASHA: last epoch a trial may reach; default base.epochs
+    grace_period: int = 1  # ASHA: epochs before a trial may be stopped
+    reduction_factor: float = 3.0  # ASHA: keep 1/reduction_factor of trials per rung
+
+
+@dataclass
+class SearchConfig:
+    kind: str = "optuna"  # optuna | random | grid
+    seed: int = 0  # sampler seed
+
+
+@dataclass
+class ResourcesConfig:
+    cpu: float = 1.0  # CPUs per trial (per worker when workers_per_trial > 1)
+    gpu: float = 0.0  # GPUs per trial; a fraction packs several trials on one GPU
+
+
+@dataclass
+class SweepConfig:
+    name: str = "fetalgan"  # MLflow experiment name and Tune experiment directory
+    metric: str = "fid"  # what ASHA and the search minimise or maximise
+    mode: str = "min"  # min | max
+    num_samples: int = 1  # trials (with grid: repeats of the whole grid)
+    max_concurrent: int = 1  # trials running at once
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    workers_per_trial: int = 1  # > 1: one trial runs data-parallel (DDP)
+    max_failures: int = 2  # restarts of a crashed trial from its last checkpoint
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    storage: str | None = None  # Tune storage dir (shared FS); default $FETALGAN_STORAGE or ./ray_results
+    base: TrainConfig = field(default_factory=TrainConfig)
+    space: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # key path -> distribution
+
+
+# --------------------------------------------------------------------------------------------
+# Strict loading
+# --------------------------------------------------------------------------------------------
+
+T = typing.TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it; raise ConfigError."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{path}: expected {_type_name(tp)}, got {value!r}"
+        )
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        (item_tp,) = get_args(tp)
+        return [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        _, val_tp = get_args(tp)
+        return {str(k): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{path}: expected one of {list(get_args(tp))}, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} at {path}")  # a bug in this module
+
+
+def _build(cls: type[T], data: dict, path: str) -> T:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"{where}{unknown[0]}: unknown key; expected one of {', '.join(names)}"
+        )
+    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _choice(path: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        raise ConfigError(f"{path}: unknown value {value!r}; expected one of {', '.join(valid)}")
+
+
+def _positive(path: str, value: float | int | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    bad = value < 0 if allow_zero else value <= 0
+    if bad or (isinstance(value, float) and not math.isfinite(value)):
+        rel = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{path}: must be {rel}, got {value!r}")
+
+
+def validate_train(cfg: TrainConfig, prefix: str = "") -> TrainConfig:
+    """Check values that types cannot express; return ``cfg`` unchanged."""
+    p = prefix
+    from fetalgan.models import MODEL_NAMES  # registry, no torch import
+
+    _choice(f"{p}model", cfg.model, MODEL_NAMES)
+    r = cfg.resolution
+    if r < 32 or r > 256 or r & (r - 1):
+        raise ConfigError(f"{p}resolution: must be a power of two in 32..256 (32, 64, 128, 256), got {r}")
+    _choice(f"{p}data.kind", cfg.data.kind, DATA_KINDS)
+    if cfg.data.kind != "phantom" and not cfg.data.root:
+        raise ConfigError(f"{p}data.root: required for data.kind {cfg.data.kind!r} (the dataset directory)")
+    _positive(f"{p}data.size", cfg.data.size)
+    _positive(f"{p}data.phantom_n", cfg.data.phantom_n)
+    if cfg.data.kind == "phantom" and cfg.data.size and cfg.data.size > cfg.data.phantom_n:
+        raise ConfigError(
+            f"{p}data.size: {cfg.data.size} is larger than the dataset "
+            f"(data.phantom_n = {cfg.data.phantom_n} images)"
+        )
+    rot = cfg.data.augment.rotate_deg
+    if not 0 <= rot <= 180:
+        raise ConfigError(f"{p}data.augment.rotate_deg: must be in 0..180, got {rot}")
+    for key in ("epochs", "eval_every", "eval_n", "batch_size", "nz", "ngf", "ndf"):
+        _positive(f"{p}{key}", getattr(cfg, key))
+    for key in ("lr_g", "lr_d"):
+        _positive(f"{p}{key}", getattr(cfg, key))
+    _positive(f"{p}weight_decay", cfg.weight_decay, allow_zero=True)
+    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise ConfigError(f"{p}betas: expected two numbers in [0, 1), got {cfg.betas}")
+    if not 0 < cfg.real_label <= 1:
+        raise ConfigError(f"{p}real_label: must be in (0, 1], got {cfg.real_label}")
+    for i, name in enumerate(cfg.eval_metrics):
+        _choice(f"{p}eval_metrics[{i}]", name, EVAL_METRICS)
+    _choice(f"{p}precision", cfg.precision, PRECISIONS)
+    _choice(f"{p}device", cfg.device, DEVICES)
+    return cfg
+
+
+def _space_paths(cls: type, prefix: str = "") -> dict[str, Any]:
+    """All settable key paths of a dataclass, e.g. {'lr_g': float, 'data.size': int | None}."""
+    out: dict[str, Any] = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out.update(_space_paths(tp, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = tp
+    return out
+
+
+TRAIN_KEYS = _space_paths(TrainConfig)
+
+
+def validate_space(space: dict[str, dict[str, list[Any]]], prefix: str = "space") -> None:
+    """Check a search space: key paths exist, distributions are known, ranges are non-empty."""
+    for key, dist in space.items():
+        path = f"{prefix}.{key}"
+        if key not in TRAIN_KEYS:
+            raise ConfigError(
+                f"{path}: unknown training key; expected one of {', '.join(sorted(TRAIN_KEYS))}"
+            )
+        if len(dist) != 1:
+            raise ConfigError(
+                f"{path}: expected exactly one distribution, e.g. {{loguniform: [1.0e-5, 1.0e-2]}}; "
+                f"one of {', '.join(DISTRIBUTIONS)}"
+            )
+        ((kind, args),) = dist.items()
+        if kind not in DISTRIBUTIONS:
+            raise ConfigError(
+                f"{path}: unknown distribution {kind!r}; expected one of {', '.join(DISTRIBUTIONS)}"
+            )
+        if kind in ("choice", "grid"):
+            if not args:
+                raise ConfigError(f"{path}.{kind}: empty list of values")
+            for i, value in enumerate(args):  # each value must be valid for the key
+                _convert(value, TRAIN_KEYS[key], f"{path}.{kind}[{i}]")
+            continue
+        if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+            raise ConfigError(f"{path}.{kind}: expected [low, high] numbers, got {args!r}")
+        low, high = args
+        if not low < high:
+            raise ConfigError(f"{path}.{kind}: empty range [{low}, {high}]; need low < high")
+        if kind == "loguniform" and low <= 0:
+            raise ConfigError(f"{path}.loguniform: low must be > 0, got {low}")
+        if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
+            raise ConfigError(f"{path}.randint: expected integer bounds, got {args!r}")
+
+
+def validate_sweep(cfg: SweepConfig) -> SweepConfig:
+    if not cfg.name or "/" in cfg.name:
+        raise ConfigError(f"name: must be a non-empty name without '/', got {cfg.name!r}")
+    _choice("mode", cfg.mode, ("min", "max"))
+    _choice("search.kind", cfg.search.kind, SEARCH_KINDS)
+    _choice("scheduler.kind", cfg.scheduler.kind, SCHEDULER_KINDS)
+    for key in ("num_samples", "max_concurrent", "workers_per_trial"):
+        _positive(key, getattr(cfg, key))
+    _positive("max_failures", cfg.max_failures, allow_zero=True)
+    _positive("resources.cpu", cfg.resources.cpu)
+    _positive("resources.gpu", cfg.resources.gpu, allow_zero=True)
+    _positive("scheduler.max_t", cfg.scheduler.max_t)
+    _positive("scheduler.grace_period", cfg.scheduler.grace_period)
+    if cfg.scheduler.reduction_factor <= 1:
+        raise ConfigError(
+            f"scheduler.reduction_factor: must be > 1, got {cfg.scheduler.reduction_factor}"
+        )
+    validate_train(cfg.base, prefix="base.")
+    validate_space(cfg.space)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# Files and overrides
+# --------------------------------------------------------------------------------------------
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str], *, prefix: str = "") -> dict:
+    """Apply ``key.path=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. lr_g=1e-3 or data.size=300")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else None
+        node = data
+        parts = (prefix + key.strip()).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def train_config_from_dict(data: dict, prefix: str = "") -> TrainConfig:
+    return validate_train(_build(TrainConfig, data, prefix.rstrip(".")), prefix)
+
+
+def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
+    """Load and validate a sweep file; ``overrides`` are ``base`` key paths (``lr_g=1e-3``)."""
+    data = apply_overrides(read_yaml(path), list(overrides), prefix="base.")
+    try:
+        return validate_sweep(_build(SweepConfig, data, ""))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def load_train(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """The ``base`` section of a sweep file (or a bare TrainConfig file), with overrides."""
+    data = read_yaml(path)
+    prefix = "base." if "base" in data else ""
+    base = apply_overrides(dict(data["base"] if prefix else data), list(overrides))
+    try:
+        return train_config_from_dict(base, prefix)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'data': {'size': 3}} -> {'data.size': 3}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def with_overrides(cfg: TrainConfig, flat: dict[str, Any]) -> TrainConfig:
+    """A copy of ``cfg`` with dotted-key values applied (as a sweep trial does), validated."""
+    data = to_dict(cfg)
+    for key, value in flat.items():
+        if key not in TRAIN_KEYS:
+            raise ConfigError(f"{key}: unknown training key")
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return train_config_from_dict(data)

@@ -1,0 +1,80 @@
+"""The one image reader and writer: 8-bit grey PNGs and sample grids.
+
+Arrays are ``(H, W) uint8`` for one image and ``(N, 1, H, W) uint8`` tensors for sets.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def read_grey(path: str | Path) -> np.ndarray:
+    """Decode one image file to ``(H, W) uint8`` grey; ``ValueError`` naming the file if unreadable."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as err:  # PIL raises these for broken files
+        raise ValueError(f"{path}: cannot read image ({err})") from None
+
+
+def write_png(image: np.ndarray, path: str | Path) -> None:
+    """Write ``(H, W) uint8`` as an 8-bit grey PNG; deterministic bytes for the same array."""
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise ValueError(f"write_png expects (H, W) uint8, got {image.shape} {image.dtype}")
+    Image.fromarray(image, mode="L").save(path, format="PNG", optimize=False)
+
+
+def to_uint8(images) -> np.ndarray:
+    """``(N, 1, H, W)`` tensor/array in [-1, 1] float or uint8 -> ``(N, H, W) uint8`` numpy."""
+    arr = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    if arr.ndim == 4:
+        arr = arr[:, 0]
+    if arr.dtype != np.uint8:
+        arr = np.clip((arr.astype(np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return arr
+
+
+def make_grid(images, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile ``(N, 1, H, W)`` images into one ``(H', W') uint8`` grid, ``nrow`` per row."""
+    arr = to_uint8(images)
+    n, h, w = arr.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.uint8)
+    for i, img in enumerate(arr):
+        r, c = divmod(i, nrow)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
+    return grid
+
+
+def write_grid(images, path: str | Path, nrow: int | None = None) -> None:
+    write_png(make_grid(images, nrow), path)
+
+
+def write_images(images, out_dir: str | Path, *, start: int = 0, prefix: str = "img") -> list[Path]:
+    """Write ``(N, 1, H, W)`` images as ``out_dir/{prefix}_{index:05d}.png``; return the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(to_uint8(images), start=start):
+        path = out_dir / f"{prefix}_{i:05d}.png"
+        write_png(img, path)
+        paths.append(path)
+    return paths
+
+
+def list_images(directory: str | Path) -> list[Path]:
+    """Image files directly in ``directory``, sorted by name; errors if missing or empty."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: image folder not found")
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{directory}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
