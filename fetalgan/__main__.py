@@ -1,0 +1,5 @@
+import sys
+
+from fetalgan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,196 @@
+"""``fetalgan`` command line: parse, call one function, print. Heavy imports stay inside the
+functions that need them so ``fetalgan --help`` and config errors are instant.
+
+User errors (bad config, missing files, bad values) print ``fetalgan: error: ...`` and exit 2;
+set ``FETALGAN_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fetalgan.config import load_train
+    from fetalgan.train import train
+
+    cfg = load_train(args.config, args.set)
+    metrics = train(cfg, resume=args.resume, run_dir=args.out, progress=not args.quiet)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "sample_grid"}, indent=2))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from fetalgan.generate import generate
+
+    checkpoint = args.checkpoint
+    if checkpoint is None:  # --best EXPERIMENT or --run RUN_ID: pull it through MLflow
+        from fetalgan.tracking import fetch_checkpoint
+
+        checkpoint = fetch_checkpoint(
+            experiment=args.best, run_id=args.run, tracking_uri=args.tracking_uri
+        )
+    paths = generate(
+        checkpoint, args.n, args.out, seed=args.seed, batch_size=args.batch_size, device=args.device
+    )
+    print(f"wrote {len(paths)} images and grid.png to {args.out}")
+    return 0
+
+
+def cmd_data_phantom(args: argparse.Namespace) -> int:
+    from fetalgan.data.phantom import write_phantom_dir
+
+    paths = write_phantom_dir(args.out, n=args.n, size=args.size, seed=args.seed)
+    print(f"wrote {len(paths)} phantom images ({args.size}x{args.size}) to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fetalgan.evaluate import evaluate_folders, format_table
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    result = evaluate_folders(
+        args.real,
+        args.fake,
+        metrics=metrics,
+        fid_weights=args.fid_weights,
+        fid_dims=args.fid_dims,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+    )
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fetalgan.sweep import run_sweep
+
+    run_sweep(
+        args.config,
+        resume=args.resume,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        overrides=args.set,
+    )
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from fetalgan.tracking import best_run
+
+    best = best_run(args.experiment, tracking_uri=args.tracking_uri)
+    if args.json:
+        print(json.dumps(best, indent=2))
+    else:
+        print(f"best run {best['run_id']}: {best['metric']} = {best['value']:.4g}")
+        print(f"checkpoint: {best['checkpoint_uri']}")
+        for key, value in sorted(best["params"].items()):
+            print(f"  {key} = {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fetalgan",
+        description="Generative models of fetal ultrasound images: train, sweep, generate, evaluate.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a config's `base` once, without Ray")
+    p.add_argument("config", help="sweep or training YAML file")
+    p.add_argument("--out", help="run directory (default runs/train-TIMESTAMP)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key, e.g. --set lr_g=1e-3 --set data.size=300",
+    )
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="run a Ray Tune sweep tracked in MLflow")
+    p.add_argument("config", help="sweep YAML file")
+    p.add_argument("--resume", action="store_true", help="resume an interrupted sweep")
+    p.add_argument(
+        "--storage", help="Tune storage directory (default $FETALGAN_STORAGE or ./ray_results)"
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)",
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a base key"
+    )
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("best", help="the best run of a sweep's MLflow experiment")
+    p.add_argument("experiment", help="experiment name (the sweep's `name`)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI")
+    p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("generate", help="write images from a trained generator")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint file or directory")
+    src.add_argument("--best", metavar="EXPERIMENT", help="the best run of this MLflow experiment")
+    src.add_argument("--run", metavar="RUN_ID", help="this MLflow run's checkpoint")
+    p.add_argument("-n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (with --best/--run)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", help="FID, KID, PSNR, MI, SSIM, LBPv between two image folders")
+    p.add_argument("--real", required=True, help="folder of real images")
+    p.add_argument("--fake", required=True, help="folder of synthetic images")
+    p.add_argument("--metrics", default="fid,kid,psnr,mi,ssim,lbpv", help="comma-separated subset")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--fid-weights", help="FID Inception weights (default: offline lookup)")
+    p.add_argument("--fid-dims", type=int, default=2048, choices=(64, 192, 768, 2048))
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the real/fake pairing and KID subsets"
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="TOOL")
+    q = data_sub.add_parser("phantom", help="write procedural fetal-head ultrasound PNGs")
+    q.add_argument("--n", type=int, default=999, help="number of images")
+    q.add_argument("--size", type=int, default=256, help="image side in pixels")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", required=True, help="output folder")
+    q.set_defaults(func=cmd_data_phantom)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if os.environ.get("FETALGAN_DEBUG"):
+        return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"fetalgan: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fetalgan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
