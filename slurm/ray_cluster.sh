@@ -1,0 +1,193 @@
+#!/bin/bash
+#SBATCH --job-name=fetalgan-sweep
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=8
+#SBATCH --signal=B:USR1@120
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=slurm-%x-%j.out
+#
+# Run a fetalgan sweep (Ray Tune) on a Slurm allocation: a Ray head on the first node, a
+# Ray worker on every other node, and `fetalgan sweep SWEEP.yaml` as the driver.
+#
+#   sbatch [--nodes=N] [--gpus-per-node=G] [--cpus-per-task=C] [--time=HH:MM:SS] \
+#          [--partition=P] [--account=A] slurm/ray_cluster.sh SWEEP.yaml [SWEEP OPTIONS]
+#
+# SWEEP OPTIONS go to `fetalgan sweep` unchanged (e.g. --set epochs=50). Run from the
+# directory holding the data and configs: it is the working directory of every process.
+# Near the time limit Slurm sends USR1: the sweep saves its state and the job requeues itself;
+# a requeued or resubmitted job whose experiment directory exists resumes it (--resume).
+#
+# Environment read here (all optional):
+#   FETALGAN_IMAGE       Apptainer image (.sif). When set, every ray and python command runs
+#                        as `apptainer exec --nv --bind WORKDIR,STORAGE,DATA,... IMAGE CMD`.
+#   FETALGAN_VENV        Python environment with fetalgan installed, used when there is no
+#                        image. Default: ./.venv if it has fetalgan, else `fetalgan` on PATH.
+#   FETALGAN_STORAGE     Tune storage directory; must be on a filesystem all nodes share.
+#                        Default: the sweep file's `storage`, else ./ray_results.
+#   MLFLOW_TRACKING_URI  Where runs are logged: an mlflow/server.sh URL (best for many nodes)
+#                        or a store. Default: sqlite:///$PWD/mlruns.db.
+#   FETALGAN_CACHE       Decoded-dataset cache directory; bound into the image when set.
+#   FETALGAN_BIND        More paths to bind into the image, comma-separated.
+#   FETALGAN_RAY_PORT    Port of the Ray head (GCS). Default 6379.
+#   FETALGAN_RAY_WAIT    Seconds to wait for every node to join Ray. Default 300.
+#   FETALGAN_REQUEUE     1 (default): after USR1 has made the sweep save, requeue this job.
+#                        0: stop there (resubmit the same command to resume).
+#   RAY_AUTH_MODE        Default `disabled` (a ~/.ray/auth_token left by a local ray.init
+#                        would otherwise make `ray start` demand tokens that clients lack).
+# Set by Slurm: SLURM_JOB_ID, SLURM_JOB_NODELIST, SLURM_JOB_NUM_NODES, SLURMD_NODENAME,
+# SLURM_CPUS_PER_TASK, SLURM_GPUS_ON_NODE or SLURM_GPUS_PER_NODE, SLURM_RESTART_COUNT.
+set -euo pipefail
+
+die() { echo "ray_cluster.sh: error: $*" >&2; exit 2; }
+log() { echo "ray_cluster.sh: $(date +%T) $*"; }
+
+[[ $# -ge 1 ]] || die "no sweep file; usage: sbatch slurm/ray_cluster.sh SWEEP.yaml [SWEEP OPTIONS]"
+SWEEP=$1
+shift
+[[ -f $SWEEP ]] || die "sweep file '$SWEEP' not found (relative to $PWD)"
+[[ -n ${SLURM_JOB_ID:-} && -n ${SLURMD_NODENAME:-} ]] ||
+    die "not inside a Slurm batch job; submit it with: sbatch slurm/ray_cluster.sh $SWEEP"
+
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
+export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlruns.db}
+RAY_PORT=${FETALGAN_RAY_PORT:-6379}
+# Short and per job: Ray's AF_UNIX socket paths under it must stay within 107 characters.
+RAY_TMP=/tmp/ray-$SLURM_JOB_ID.${SLURM_RESTART_COUNT:-0}
+CPUS=${SLURM_CPUS_PER_TASK:-1}
+GPUS=${SLURM_GPUS_ON_NODE:-${SLURM_GPUS_PER_NODE:-0}}
+GPUS=${GPUS##*:} # "a100:2" -> 2
+
+# RUN: the prefix of every ray and python command (empty, or apptainer exec ... IMAGE).
+BINDS=()
+bind() { # bind PATH...: add each path not already inside a bound directory
+    local path bound
+    for path in "$@"; do
+        [[ -n $path ]] || continue
+        path=$(realpath -sm -- "$path")
+        for bound in "${BINDS[@]}"; do [[ $path == "$bound" || $path == "$bound"/* ]] && continue 2; done
+        BINDS+=("$path")
+    done
+}
+set_run() {
+    RUN=()
+    [[ -n ${FETALGAN_IMAGE:-} ]] || return 0
+    local IFS=,
+    RUN=(apptainer exec --nv --bind "${BINDS[*]}" "$FETALGAN_IMAGE")
+}
+if [[ -n ${FETALGAN_IMAGE:-} ]]; then
+    [[ -f $FETALGAN_IMAGE ]] || die "FETALGAN_IMAGE=$FETALGAN_IMAGE: no such image file"
+    command -v apptainer >/dev/null || die "FETALGAN_IMAGE is set but apptainer is not on PATH"
+    [[ -n ${FETALGAN_STORAGE:-} ]] && mkdir -p "$FETALGAN_STORAGE"
+    IFS=, read -ra extra_binds <<<"${FETALGAN_BIND:-}"
+    bind "$PWD" "$(dirname -- "$SWEEP")" "${FETALGAN_STORAGE:-}" "${FETALGAN_CACHE:-}" "${extra_binds[@]}"
+else
+    VENV=${FETALGAN_VENV:-}
+    [[ -z $VENV && -x .venv/bin/fetalgan ]] && VENV=$PWD/.venv
+    if [[ -n $VENV ]]; then
+        [[ -x $VENV/bin/fetalgan ]] || die "FETALGAN_VENV=$VENV has no bin/fetalgan"
+        export PATH=$VENV/bin:$PATH
+    fi
+    command -v fetalgan >/dev/null || die "fetalgan not found: set FETALGAN_VENV or FETALGAN_IMAGE"
+fi
+set_run
+
+# The experiment's name, storage and data root, from the sweep file (also validates it).
+read -r -d '' READ_SWEEP <<'EOF' || true
+import os, sys
+from fetalgan.config import load_sweep
+try:
+    cfg = load_sweep(sys.argv[1])
+except (ValueError, FileNotFoundError) as err:
+    sys.exit(f"ray_cluster.sh: error: {err}")
+print(cfg.name)
+print(os.path.abspath(os.environ.get("FETALGAN_STORAGE") or cfg.storage or "ray_results"))
+print(os.path.abspath(cfg.base.data.root) if cfg.base.data.root else "")
+EOF
+info=$("${RUN[@]}" python -c "$READ_SWEEP" "$SWEEP") || exit 2
+mapfile -t info <<<"$info"
+NAME=${info[0]} STORAGE=${info[1]} DATA_ROOT=${info[2]:-}
+mkdir -p "$STORAGE"
+bind "$STORAGE" "$DATA_ROOT"
+set_run
+RESUME=()
+if [[ -e $STORAGE/$NAME/tuner.pkl ]]; then
+    RESUME=(--resume)
+    log "experiment $STORAGE/$NAME exists: resuming it"
+fi
+
+# Ray: one blocking `ray start` per node, each an srun step; killing the steps ends Ray.
+STEP_PIDS=()
+DRIVER_PID=
+cleanup() {
+    trap - EXIT USR1 TERM
+    [[ -n $DRIVER_PID ]] && kill -TERM "$DRIVER_PID" 2>/dev/null
+    ((${#STEP_PIDS[@]})) && kill -TERM "${STEP_PIDS[@]}" 2>/dev/null
+    wait 2>/dev/null
+    rm -rf -- "$RAY_TMP"
+}
+trap cleanup EXIT
+INTERRUPTED=
+forward() { # USR1 (time limit near) or TERM (scancel): let Tune save the experiment
+    INTERRUPTED=$1
+    log "got SIG$1: asking the sweep to save and stop"
+    [[ -n $DRIVER_PID ]] && kill -USR1 "$DRIVER_PID" 2>/dev/null
+    return 0
+}
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
+
+mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+HEAD=$SLURMD_NODENAME # the batch script runs on the first node: the head lives here
+HEAD_IP=$(hostname -I | awk '{print $1}')
+export RAY_ADDRESS=$HEAD_IP:$RAY_PORT
+ray_step() { # ray_step NODE RAY-START-OPTIONS...: a blocking Ray node as one Slurm step
+    local node=$1
+    shift
+    srun --nodes=1 --ntasks=1 -w "$node" "${RUN[@]}" ray start --block \
+        --temp-dir="$RAY_TMP" --num-cpus="$CPUS" --num-gpus="$GPUS" --disable-usage-stats "$@" &
+    STEP_PIDS+=($!)
+}
+rm -rf -- "$RAY_TMP"
+log "Ray head on $HEAD ($RAY_ADDRESS); $CPUS CPUs and $GPUS GPUs per node"
+ray_step "$HEAD" --head --port="$RAY_PORT" --include-dashboard=false
+HEAD_PID=${STEP_PIDS[0]}
+for node in "${NODES[@]}"; do
+    [[ $node == "$HEAD" ]] || ray_step "$node" --address="$RAY_ADDRESS"
+done
+
+# Wait for every node to join. `ray status` hangs if the head is gone: bound it with timeout.
+deadline=$((SECONDS + ${FETALGAN_RAY_WAIT:-300}))
+while :; do
+    kill -0 "$HEAD_PID" 2>/dev/null || die "the Ray head on $HEAD exited; see its output above"
+    joined=$(timeout 10 "${RUN[@]}" ray status --address="$RAY_ADDRESS" 2>/dev/null |
+        grep -c '^ *1 node_' || true)
+    ((joined >= ${#NODES[@]})) && break
+    ((SECONDS < deadline)) || die "only $joined of ${#NODES[@]} nodes joined Ray in ${FETALGAN_RAY_WAIT:-300} s"
+    sleep 2
+done
+log "Ray cluster up: $joined nodes (${NODES[*]})"
+
+# The driver runs here, in the background, so the traps above can forward signals to it.
+"${RUN[@]}" fetalgan sweep "$SWEEP" --storage "$STORAGE" "${RESUME[@]}" "$@" &
+DRIVER_PID=$!
+status=0
+wait "$DRIVER_PID" || status=$?
+while ((status > 128)) && kill -0 "$DRIVER_PID" 2>/dev/null; do # a trap interrupted wait
+    status=0
+    wait "$DRIVER_PID" || status=$?
+done
+DRIVER_PID=
+log "sweep exited with status $status"
+
+if [[ -n $INTERRUPTED ]]; then
+    if [[ $INTERRUPTED == USR1 && ${FETALGAN_REQUEUE:-1} == 1 ]]; then
+        log "requeueing job $SLURM_JOB_ID to resume $STORAGE/$NAME"
+        scontrol requeue "$SLURM_JOB_ID"
+    else
+        log "interrupted: state saved in $STORAGE/$NAME; resubmit the same command to resume"
+    fi
+    exit 3
+fi
+exit "$status"
