@@ -60,7 +60,7 @@ def _rng_state(device) -> dict[str, Any]:
 
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": json.dumps(np.random.get_state(legacy=False)),
+        "numpy": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()],
         "python": json.dumps(random.getstate()),
     }
     if device.type == "cuda":
@@ -73,7 +73,8 @@ def _set_rng_state(state: dict[str, Any], device) -> None:
     import torch
 
     torch.set_rng_state(state["torch"])
-    np.random.set_state(json.loads(state["numpy"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     py = json.loads(state["python"])
     random.setstate((py[0], tuple(py[1]), py[2]))
     if device.type == "cuda" and "cuda" in state:
