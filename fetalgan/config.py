@@ -125,6 +125,7 @@ class SweepConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     storage: str | None = None  # Tune storage dir (shared FS); default $FETALGAN_STORAGE or ./ray_results
+    checkpoint_epochs: list[int] = field(default_factory=list)  # also kept in MLflow as checkpoint/epoch_NNNN.pt
     base: TrainConfig = field(default_factory=TrainConfig)
     space: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # key path -> distribution
 
