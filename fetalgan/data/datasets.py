@@ -1,0 +1,466 @@
+"""Training images: list a dataset's files, pick the seeded subset, decode once into a cache.
+
+Kinds (``DataConfig.kind``):
+
+- ``hc18``: HC18 (Zenodo record 1327317), ``ROOT/training_set/NNN_HC.png`` (800x540 grey; also
+  ``NNN_2HC.png``... for a subject's further images); ``*_Annotation.png`` masks are excluded.
+  ``ROOT`` may also be the ``training_set`` folder itself. 999 images.
+- ``planes``: FETAL_PLANES_DB (Zenodo record 3904280), ``ROOT/FETAL_PLANES_DB_data.csv``
+  (``;``-separated) and ``ROOT/Images/<Image_name>.png``; filtered by plane, brain plane,
+  machine and the Train flag.
+- ``folder``: every image directly in ``ROOT``.
+- ``phantom``: no files; ``fetalgan.data.phantom`` renders them at the training resolution.
+
+Images become ``(N, 1, R, R) uint8``: grey, resized so the short side is ``R`` (PIL bilinear with
+antialiasing, as torchvision's ``Resize`` does for the classic DCGAN pipeline), centre-cropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fetalgan.data.cache import cache_path, load_cached, save_atomic, stable_key
+from fetalgan.images import list_images, read_grey
+
+if TYPE_CHECKING:
+    import torch
+
+    from fetalgan.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the decoded tensors would change (resize method, layout)
+HC18_HELP = (
+    "HC18 is published on Zenodo, record 1327317 (https://zenodo.org/records/1327317): "
+    "download training_set.zip and unzip it so that ROOT/training_set/*_HC.png exists"
+)
+PLANES_HELP = (
+    "FETAL_PLANES_DB is published on Zenodo, record 3904280 (https://zenodo.org/records/3904280): "
+    "download and unzip it so that ROOT/FETAL_PLANES_DB_data.csv and ROOT/Images/ exist"
+)
+PLANES_CSV = "FETAL_PLANES_DB_data.csv"
+PLANES_FILTERS = {  # DataConfig field -> CSV column
+    "plane": "Plane",
+    "brain_plane": "Brain_plane",
+    "machine": "US_Machine",
+    "train_split": "Train",
+}
+
+
+@dataclass
+class ImageSet:
+    """Decoded training images and where they came from."""
+
+    images: torch.Tensor  # (N, 1, R, R) uint8, CPU
+    key: str  # stable hex id of the dataset, filters, resolution, subset and file list
+    names: list[str]  # source file names (phantom_XXXXX for the phantom), in order
+    n_skipped: int = 0  # unreadable files skipped (data.skip_corrupt)
+    from_cache: bool = False  # True when the tensors came from the on-disk cache
+
+
+# --------------------------------------------------------------------------------------------
+# Listing the files of each kind
+# --------------------------------------------------------------------------------------------
+
+
+def _is_hc18_image(path: Path) -> bool:
+    name = path.name
+    return path.is_file() and name.endswith("HC.png") and not name.endswith("_Annotation.png")
+
+
+def list_hc18(root: str | Path) -> list[Path]:
+    """HC18 training images under ``root`` (or ``root/training_set``), sorted, masks excluded."""
+    root = Path(root)
+    for folder in (root / "training_set", root):
+        if folder.is_dir():
+            files = sorted(p for p in folder.iterdir() if _is_hc18_image(p))
+            if files:
+                return files
+    if not root.exists():
+        raise FileNotFoundError(f"data.root: {root} does not exist; {HC18_HELP}")
+    raise FileNotFoundError(
+        f"data.root: no HC18 images (*_HC.png) in {root} or {root / 'training_set'}; {HC18_HELP}"
+    )
+
+
+def _read_planes_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=";")
+        try:
+            header = [h.strip() for h in next(reader)]  # the real file has "Train " with a space
+        except StopIteration:
+            raise ValueError(f"{path}: empty file") from None
+        needed = ["Image_name", *PLANES_FILTERS.values()]
+        missing = [c for c in needed if c not in header]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)} "
+                "(expected the ';'-separated FETAL_PLANES_DB_data.csv)"
+            )
+        rows = []
+        for line, values in enumerate(reader, start=2):
+            if not any(v.strip() for v in values):
+                continue
+            if len(values) < len(header):
+                raise ValueError(
+                    f"{path}:{line}: expected {len(header)} ';'-separated fields, got {len(values)}"
+                )
+            rows.append({h: v.strip() for h, v in zip(header, values, strict=False)})
+    return rows
+
+
+def list_planes(
+    root: str | Path,
+    *,
+    plane: str | None = None,
+    brain_plane: str | None = None,
+    machine: str | None = None,
+    train_split: bool | None = None,
+) -> list[Path]:
+    """FETAL_PLANES_DB images matching every given filter (``None`` = any), sorted by name."""
+    root = Path(root)
+    csv_path = root / PLANES_CSV
+    if not csv_path.is_file():
+        where = f"{root} does not exist" if not root.exists() else f"no {PLANES_CSV} in {root}"
+        raise FileNotFoundError(f"data.root: {where}; {PLANES_HELP}")
+    rows = _read_planes_csv(csv_path)
+    wanted = {"plane": plane, "brain_plane": brain_plane, "machine": machine}
+    wanted["train_split"] = None if train_split is None else ("1" if train_split else "0")
+    for field_name, value in wanted.items():
+        if value is None:
+            continue
+        column = PLANES_FILTERS[field_name]
+        present = sorted({row[column] for row in rows})
+        if value not in present:
+            shown = ", ".join(repr(v) for v in present)
+            raise ValueError(
+                f"data.{field_name}: no {column} {value!r} in {csv_path}; values present: {shown}"
+            )
+        rows = [row for row in rows if row[column] == value]
+    if not rows:
+        raise ValueError(f"{csv_path}: no images match the filters {wanted}")
+    files = sorted(root / "Images" / f"{row['Image_name']}.png" for row in rows)
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{missing[0]}: image listed in {csv_path} not found ({len(missing)} of {len(files)} "
+            f"missing); {PLANES_HELP}"
+        )
+    return files
+
+
+def list_files(data: DataConfig) -> list[Path]:
+    """The candidate files of a file-based dataset, sorted. Not for ``phantom``."""
+    if not data.root:
+        raise ValueError(f"data.root: required for data.kind {data.kind!r} (the dataset directory)")
+    if data.kind == "hc18":
+        return list_hc18(data.root)
+    if data.kind == "planes":
+        return list_planes(
+            data.root,
+            plane=data.plane,
+            brain_plane=data.brain_plane,
+            machine=data.machine,
+            train_split=data.train_split,
+        )
+    if data.kind == "folder":
+        return list_images(data.root)
+    raise ValueError(
+        f"data.kind: unknown value {data.kind!r}; expected one of hc18, planes, folder, phantom"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def resize_crop(image: np.ndarray, resolution: int) -> np.ndarray:
+    """``(H, W) uint8`` -> ``(R, R) uint8``: short side resized to ``R`` (antialiased), centre crop."""
+    from PIL import Image
+
+    h, w = image.shape
+    short, long = min(h, w), max(h, w)
+    long_new = int(resolution * long / short)  # torchvision's rounding
+    size = (long_new, resolution) if w >= h else (resolution, long_new)  # PIL: (width, height)
+    img = Image.fromarray(image, mode="L")
+    if (w, h) != size:
+        img = img.resize(size, Image.BILINEAR)
+    arr = np.asarray(img)
+    top = int(round((arr.shape[0] - resolution) / 2.0))
+    left = int(round((arr.shape[1] - resolution) / 2.0))
+    return np.ascontiguousarray(arr[top : top + resolution, left : left + resolution])
+
+
+def _workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(16, cpus))
+
+
+def decode_files(
+    files: Sequence[Path],
+    resolution: int | None,
+    *,
+    skip_corrupt: bool = False,
+    progress: bool = False,
+    desc: str = "decode",
+) -> list[np.ndarray | None]:
+    """Decode ``files`` with a thread pool (PIL releases the GIL), in order.
+
+    Each entry is ``(R, R) uint8`` (or the file's own ``(H, W)`` when ``resolution`` is None);
+    an unreadable file raises ``ValueError`` naming it, or gives ``None`` with ``skip_corrupt``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    def decode(path: Path) -> np.ndarray | None:
+        try:
+            image = read_grey(path)
+        except ValueError:
+            if skip_corrupt:
+                return None
+            raise
+        return image if resolution is None else resize_crop(image, resolution)
+
+    out: list[np.ndarray | None] = []
+    pool = ThreadPoolExecutor(max_workers=_workers())
+    try:
+        with tqdm(total=len(files), desc=desc, unit="img", disable=not progress) as bar:
+            for image in pool.map(decode, files):
+                out.append(image)
+                bar.update()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return out
+
+
+def load_folder(
+    directory: str | Path, resolution: int | None = None, *, progress: bool = False
+) -> torch.Tensor:
+    """All images directly in ``directory`` as ``(N, 1, H, W) uint8``, sorted by name.
+
+    With ``resolution``, each is resized (short side) and centre-cropped to ``R x R``; without,
+    all must have the same size (``ValueError`` naming two files that differ).
+    """
+    import torch
+
+    if resolution is not None and resolution < 1:
+        raise ValueError(f"resolution: must be >= 1, got {resolution}")
+    files = list_images(directory)
+    images = decode_files(files, resolution, progress=progress, desc=f"read {Path(directory).name}")
+    first = images[0].shape
+    for path, image in zip(files, images, strict=True):
+        if image.shape != first:
+            (h0, w0), (h1, w1) = first, image.shape
+            raise ValueError(
+                f"{directory}: images differ in size: {files[0].name} is {w0}x{h0}, "
+                f"{path.name} is {w1}x{h1}; give a resolution to resize them"
+            )
+    return torch.from_numpy(np.stack(images))[:, None]
+
+
+# --------------------------------------------------------------------------------------------
+# The training set: subset, cache, decode once
+# --------------------------------------------------------------------------------------------
+
+
+def subset_order(n_available: int, size: int | None, seed: int) -> np.ndarray:
+    """Indices in the order images are drawn: a seeded permutation, or ``0..n-1`` for all.
+
+    The first ``k`` of a permutation are the size-``k`` subset, so subsets of one seed nest
+    (the 100 images are among the 300).
+    """
+    if size is None:
+        return np.arange(n_available)
+    if seed < 0:
+        raise ValueError(f"seed: must be >= 0 to draw the data subset, got {seed}")
+    return np.random.default_rng(seed).permutation(n_available)
+
+
+def dataset_key(data: DataConfig, resolution: int, seed: int, files: Sequence[Path] = ()) -> str:
+    """Stable hex id of everything that decides the training tensors (and their statistics)."""
+    from fetalgan.data.phantom import VERSION as PHANTOM_VERSION
+
+    payload: dict = {
+        "version": CACHE_VERSION,
+        "kind": data.kind,
+        "resolution": resolution,
+        "size": data.size,
+        "seed": seed if data.size is not None else None,  # no subset -> the seed is irrelevant
+    }
+    if data.kind == "phantom":
+        payload |= {
+            "phantom_n": data.phantom_n,
+            "phantom_seed": data.phantom_seed,
+            "phantom_version": PHANTOM_VERSION,
+        }
+    else:
+        root = Path(data.root).resolve()
+        payload["root"] = str(root)
+        if data.kind == "planes":
+            payload["filters"] = {k: getattr(data, k) for k in PLANES_FILTERS}
+        payload["files"] = [[os.path.relpath(p, root), p.stat().st_size] for p in files]
+    return stable_key(payload)
+
+
+def _too_large(data: DataConfig, n_available: int, where: str) -> ValueError:
+    return ValueError(
+        f"data.size: {data.size} is larger than the dataset ({n_available} images in {where})"
+    )
+
+
+def _phantom_set(
+    data: DataConfig, resolution: int, seed: int, progress: bool
+) -> tuple[np.ndarray, list[str]]:
+    from tqdm.auto import tqdm
+
+    from fetalgan.data.phantom import iter_phantom_images
+
+    if data.size is not None and data.size > data.phantom_n:
+        raise _too_large(data, data.phantom_n, "the phantom pool, data.phantom_n")
+    order = subset_order(data.phantom_n, data.size, seed)
+    chosen = np.sort(order[: data.size or data.phantom_n]).tolist()
+    images = np.empty((len(chosen), resolution, resolution), dtype=np.uint8)
+    start = 0
+    with tqdm(total=len(chosen), desc="phantom", unit="img", disable=not progress) as bar:
+        for batch in iter_phantom_images(chosen, resolution, data.phantom_seed):
+            images[start : start + len(batch)] = batch
+            start += len(batch)
+            bar.update(len(batch))
+    return images, [f"phantom_{i:05d}" for i in chosen]
+
+
+def _file_set(
+    data: DataConfig,
+    files: list[Path],
+    resolution: int,
+    seed: int,
+    progress: bool,
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Decode the seeded subset; with skip_corrupt, unreadable picks are replaced by the next
+    images of the same permutation. Returns (images, names, skipped names)."""
+    root = data.root
+    if data.size is not None and data.size > len(files):
+        raise _too_large(data, len(files), root)
+    order = subset_order(len(files), data.size, seed)
+    want = data.size or len(files)
+    good: dict[int, np.ndarray] = {}
+    skipped: list[int] = []
+    pos = 0
+    while len(good) < want and pos < len(order):
+        picks = order[pos : pos + want - len(good)].tolist()
+        pos += len(picks)
+        decoded = decode_files(
+            [files[i] for i in picks],
+            resolution,
+            skip_corrupt=data.skip_corrupt,
+            progress=progress,
+            desc=f"decode {data.kind}",
+        )
+        for i, image in zip(picks, decoded, strict=True):
+            if image is None:
+                skipped.append(i)
+            else:
+                good[i] = image
+    if data.size is not None and len(good) < want:  # only when skipping
+        raise ValueError(
+            f"data.size: {data.size} is larger than the readable images "
+            f"({len(files) - len(skipped)} readable, {len(skipped)} unreadable in {root})"
+        )
+    chosen = sorted(good)
+    images = np.stack([good[i] for i in chosen])
+    return images, [files[i].name for i in chosen], [files[i].name for i in sorted(skipped)]
+
+
+def _warn_skipped(skipped: list[str], where: str) -> None:
+    if skipped:
+        warnings.warn(
+            f"{where}: skipped {len(skipped)} unreadable image(s) (data.skip_corrupt: true), "
+            f"e.g. {skipped[0]}",
+            stacklevel=3,
+        )
+
+
+def load_training_images(
+    data: DataConfig,
+    resolution: int,
+    *,
+    seed: int,
+    progress: bool = True,
+) -> ImageSet:
+    """The training images of ``data`` at ``resolution``: ``(N, 1, R, R) uint8`` on the CPU.
+
+    ``data.size`` images are drawn with a generator seeded by ``seed`` (all, in sorted order,
+    when ``data.size`` is null). The decoded tensor is cached under
+    ``cache_root(data.cache_dir)/data/<key>.pt``; later calls with the same dataset, filters,
+    resolution, subset and files load it instead of decoding again.
+    """
+    import torch
+
+    if resolution < 1:
+        raise ValueError(f"resolution: must be >= 1, got {resolution}")
+    files = [] if data.kind == "phantom" else list_files(data)
+    key = dataset_key(data, resolution, seed, files)
+    path = cache_path("data", key, data.cache_dir)
+    where = "phantom" if data.kind == "phantom" else str(data.root)
+
+    cached = load_cached(path)
+    if _valid_entry(cached, resolution):
+        skipped = list(cached["skipped"])
+        if skipped and not data.skip_corrupt:
+            raise ValueError(
+                f"{Path(data.root) / skipped[0]}: cannot read image ({len(skipped)} unreadable in "
+                f"{data.root}; set data.skip_corrupt: true to skip them)"
+            )
+        _warn_skipped(skipped, where)
+        log.info(
+            "%s: %d images at %d px from the cache %s",
+            where,
+            len(cached["names"]),
+            resolution,
+            path,
+        )
+        return ImageSet(cached["images"], key, list(cached["names"]), len(skipped), from_cache=True)
+
+    if data.kind == "phantom":
+        images, names = _phantom_set(data, resolution, seed, progress)
+        skipped: list[str] = []
+    else:
+        images, names, skipped = _file_set(data, files, resolution, seed, progress)
+    tensor = torch.from_numpy(images)[:, None].contiguous()
+    save_atomic(
+        {"version": CACHE_VERSION, "images": tensor, "names": names, "skipped": skipped}, path
+    )
+    _warn_skipped(skipped, where)
+    log.info("%s: decoded %d images at %d px into %s", where, len(names), resolution, path)
+    return ImageSet(tensor, key, names, len(skipped), from_cache=False)
+
+
+def _valid_entry(entry, resolution: int) -> bool:
+    import torch
+
+    if not isinstance(entry, dict) or entry.get("version") != CACHE_VERSION:
+        return False
+    images = entry.get("images")
+    return (
+        isinstance(images, torch.Tensor)
+        and images.dtype == torch.uint8
+        and images.ndim == 4
+        and tuple(images.shape[1:]) == (1, resolution, resolution)
+        and isinstance(entry.get("names"), list)
+        and len(entry["names"]) == images.shape[0]
+        and isinstance(entry.get("skipped"), list)
+    )
