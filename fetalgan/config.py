@@ -268,6 +268,7 @@ def validate_train(cfg: TrainConfig, prefix: str = "") -> TrainConfig:
     for key in ("lr_g", "lr_d"):
         _positive(f"{p}{key}", getattr(cfg, key))
     _positive(f"{p}weight_decay", cfg.weight_decay, allow_zero=True)
+    _positive(f"{p}seed", cfg.seed, allow_zero=True)
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise ConfigError(f"{p}betas: expected two numbers in [0, 1), got {cfg.betas}")
     if not 0 < cfg.real_label <= 1:

@@ -70,6 +70,7 @@ def test_sweep_file_loads_with_space(tmp_path):
             "scheduler.kind: unknown value 'hyperband'; expected one of asha, fifo",
         ),
         ("mode: minimum", "mode: unknown value 'minimum'"),
+        ("base: {seed: -1}", "base.seed: must be >= 0"),
     ],
 )
 def test_strict_errors_name_the_key(tmp_path, text, message):
