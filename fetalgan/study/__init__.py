@@ -1,0 +1,4 @@
+"""Reader study: a seeded real/synthetic image set in one SQLite file (:mod:`.store`), a small
+web app where raters answer real/fake and quality 1-5 (:mod:`.app`), and the analysis of the
+answers against image metrics (:mod:`.analyse`). Flask and MLflow are imported only by the
+functions that need them."""

@@ -1,0 +1,181 @@
+"""The study file: a seeded, balanced, shuffled set; opaque ids; answers stored once."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from study_helpers import write_image_dirs
+
+from fetalgan.cli import main
+from fetalgan.study import store
+
+
+def _rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "SELECT id, position, is_real, source, source_run FROM images ORDER BY position"
+        ).fetchall()
+
+
+def test_balanced_shuffled_and_seeded(tmp_path, image_dirs):
+    real_dir, fake_dir = image_dirs
+    a, b, c = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "c.db"
+    summary = store.create_study(a, real_dir, [fake_dir], n=10, seed=5)
+    store.create_study(b, real_dir, [fake_dir], n=10, seed=5)
+    store.create_study(c, real_dir, [fake_dir], n=10, seed=6)
+    assert summary["real"] == summary["fake"] == 5 and summary["resolution"] == 32
+
+    rows_a, rows_b, rows_c = _rows(a), _rows(b), _rows(c)
+    assert [r[1] for r in rows_a] == list(range(10))
+    assert sum(r[2] for r in rows_a) == 5
+    # same seed: same images in the same order; another seed: another draw
+    assert [r[2:4] for r in rows_a] == [r[2:4] for r in rows_b]
+    assert [r[2:4] for r in rows_a] != [r[2:4] for r in rows_c]
+    # shuffled: reals and fakes interleave (not five of one then five of the other)
+    labels = [r[2] for r in rows_a]
+    assert labels not in ([1] * 5 + [0] * 5, [0] * 5 + [1] * 5)
+    # ids are random and opaque: differ between files of the same seed, say nothing of the key
+    ids_a, ids_b = {r[0] for r in rows_a}, {r[0] for r in rows_b}
+    assert not ids_a & ids_b
+    for image_id in ids_a:
+        assert len(image_id) == 16 and int(image_id, 16) >= 0
+
+
+def test_images_share_resolution_and_encoding(tmp_path, image_dirs):
+    """Real scans (48x40 here) are brought to the fakes' 32x32 by the training transform, and
+    every image is re-encoded by the one PNG writer: no size or format tells them apart."""
+    from fetalgan.data.datasets import resize_crop
+    from fetalgan.images import read_grey
+
+    real_dir, fake_dir = image_dirs
+    path = tmp_path / "s.db"
+    store.create_study(path, real_dir, [fake_dir], n=8, seed=0)
+    conn = store.connect(path)
+    key = store.answer_key(conn)
+    for image_id, info in key.items():
+        png = store.image_png(conn, image_id)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        image = store.decode_image(png)
+        assert image.shape == (32, 32)
+        source = Path(info["source"].split(":", 1)[1])
+        expected = resize_crop(read_grey(source), 32)
+        assert np.array_equal(image, expected)
+        assert info["is_real"] == (source.parent == real_dir.resolve())
+    conn.close()
+
+
+def test_several_generators_split_evenly_with_runs(tmp_path):
+    real_dir, fake_a = write_image_dirs(tmp_path / "x", n_real=10, n_fake=6)
+    _, fake_b = write_image_dirs(tmp_path / "y", n_real=1, n_fake=6)
+    path = tmp_path / "s.db"
+    store.create_study(path, real_dir, [fake_a, fake_b], n=10, fake_runs=["run_a", "run_b"])
+    runs = [r[4] for r in _rows(path) if not r[2]]
+    assert sorted(runs) == ["run_a"] * 3 + ["run_b"] * 2
+    assert all(r[4] is None for r in _rows(path) if r[2])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n": 7}, "even number"),
+        ({"n": 40}, "the study needs 20 real"),
+        ({"fake_runs": ["a", "b"]}, "one run id per --fake folder"),
+    ],
+)
+def test_create_refuses_bad_requests(tmp_path, image_dirs, kwargs, message):
+    real_dir, fake_dir = image_dirs
+    with pytest.raises(ValueError, match=message):
+        store.create_study(tmp_path / "s.db", real_dir, [fake_dir], **kwargs)
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_create_never_overwrites(tmp_path, study_file, image_dirs):
+    real_dir, fake_dir = image_dirs
+    before = study_file.read_bytes()
+    with pytest.raises(ValueError, match="already exists"):
+        store.create_study(study_file, real_dir, [fake_dir], n=8)
+    assert study_file.read_bytes() == before
+
+
+def test_fakes_of_mixed_sizes_need_a_resolution(tmp_path, image_dirs):
+    from fetalgan.images import write_png
+
+    real_dir, fake_dir = image_dirs
+    write_png(np.zeros((16, 16), np.uint8), fake_dir / "odd_one.png")
+    with pytest.raises(ValueError, match="--resolution"):
+        store.create_study(tmp_path / "s.db", real_dir, [fake_dir], n=8)
+    store.create_study(tmp_path / "s.db", real_dir, [fake_dir], n=8, resolution=24)
+    conn = store.connect(tmp_path / "s.db")
+    assert store.images_array(conn, list(store.answer_key(conn))).shape == (8, 24, 24)
+    conn.close()
+
+
+def test_not_a_study_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="study create"):
+        store.connect(tmp_path / "missing.db")
+    (tmp_path / "junk.db").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(ValueError, match="not a fetalgan study"):
+        store.connect(tmp_path / "junk.db")
+
+
+def test_answers_are_stored_once_and_validated(study_file):
+    conn = store.connect(study_file)
+    first, second = store.study_images(conn)[:2]
+    name = store.add_rater(conn, "  Dr   Ada  ")
+    assert name == "Dr Ada" and store.add_rater(conn, "Dr Ada") == "Dr Ada"
+    assert store.next_image(conn, name) == first
+
+    assert store.record_answer(conn, name, first.id, "fake", "4") is True
+    assert store.record_answer(conn, name, first.id, "fake", 4) is False  # same form again
+    with pytest.raises(store.AnswerConflict, match="cannot be changed"):
+        store.record_answer(conn, name, first.id, "real", 4)
+    for label, quality, message in [
+        ("fake", "6", "outside 1..5"),
+        ("fake", "0", "outside 1..5"),
+        ("fake", "3.5", "whole number"),
+        ("fake", "+3", "outside"),
+        ("fake", None, "quality: missing"),
+        ("maybe", "3", "not one of 'real', 'fake'"),
+        (None, "3", "label: missing"),
+    ]:
+        with pytest.raises(store.AnswerError, match=message):
+            store.record_answer(conn, name, second.id, label, quality)
+    with pytest.raises(store.AnswerError, match="no such image"):
+        store.record_answer(conn, name, "0123456789abcdef", "real", 3)
+    with pytest.raises(store.AnswerError, match="unknown"):
+        store.record_answer(conn, "nobody", second.id, "real", 3)
+
+    answers = store.all_answers(conn)
+    assert [(a.rater, a.image_id, a.label, a.quality) for a in answers] == [
+        ("Dr Ada", first.id, "fake", 4)
+    ]
+    assert store.next_image(conn, name) == second
+    assert store.progress(conn, name) == (1, 8)
+    conn.close()
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "bell\x07"])
+def test_bad_rater_names(study_file, name):
+    conn = store.connect(study_file)
+    with pytest.raises(store.AnswerError, match="name"):
+        store.add_rater(conn, name)
+    assert conn.execute("SELECT COUNT(*) FROM raters").fetchone()[0] == 0
+    conn.close()
+
+
+def test_cli_create(tmp_path, image_dirs, capsys):
+    real_dir, fake_dir = image_dirs
+    out = tmp_path / "cli.db"
+    code = main(
+        ["study", "create", "--real", str(real_dir), "--fake", str(fake_dir), "-n", "6",
+         "--seed", "2", "--fake-run", "abc", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    assert "3 real + 3 synthetic" in capsys.readouterr().out
+    assert {r[4] for r in _rows(out) if not r[2]} == {"abc"}
+    assert main(["study", "create", "--real", str(real_dir), "--fake", str(fake_dir),
+                 "-n", "5", "--out", str(tmp_path / "odd.db")]) == 2  # fmt: skip
+    assert "even number" in capsys.readouterr().err
