@@ -53,7 +53,8 @@ def reference_epochs(image_root: Path, cfg: TrainConfig, epochs: int) -> float:
         dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=2
     )
     torch.manual_seed(cfg.seed)
-    net_g, net_d = build(cfg)
+    nets = build(cfg)
+    net_g, net_d = nets["generator"], nets["discriminator"]
     opt_g = torch.optim.Adam(net_g.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(net_d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
     t0 = time.perf_counter()

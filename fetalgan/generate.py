@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def load_generator(checkpoint: str | Path, device: str = "auto"):
-    """``(generator, cfg)`` from a fetalgan checkpoint, in eval mode on ``device``."""
+    """``(networks, cfg)`` from a fetalgan checkpoint, in eval mode on ``device``."""
     from fetalgan import models
     from fetalgan.checkpoint import load_checkpoint
     from fetalgan.config import train_config_from_dict
@@ -14,10 +14,12 @@ def load_generator(checkpoint: str | Path, device: str = "auto"):
 
     state = load_checkpoint(checkpoint)
     cfg = train_config_from_dict(state["config"])
-    generator, _ = models.build(cfg)
-    generator.load_state_dict(state["generator"])
-    generator.to(pick_device(device if device != "auto" else cfg.device)).eval()
-    return generator, cfg
+    networks = models.build(cfg)
+    target = pick_device(device if device != "auto" else cfg.device)
+    for name, net in networks.items():
+        net.load_state_dict(state["networks"][name])
+        net.to(target).eval()
+    return networks, cfg
 
 
 def generate(
@@ -31,18 +33,21 @@ def generate(
     progress: bool = True,
 ) -> list[Path]:
     """Write ``n`` images ``out_dir/img_00000.png ...`` at the model's resolution, and
-    ``out_dir/grid.png`` (the first 64). The same checkpoint and seed give the same images."""
+    ``out_dir/grid.png`` (the first 64). The same checkpoint and seed give the same images,
+    whatever the batch size."""
     import torch
 
     from fetalgan.images import write_grid, write_images
+    from fetalgan.models import family
     from fetalgan.train import to_uint8_tensor
 
     if n <= 0:
         raise ValueError(f"-n: must be > 0, got {n}")
     if batch_size <= 0:
         raise ValueError(f"--batch-size: must be > 0, got {batch_size}")
-    generator, cfg = load_generator(checkpoint, device)
-    device_ = next(generator.parameters()).device
+    networks, cfg = load_generator(checkpoint, device)
+    model = family(cfg.model)
+    target = next(networks[next(iter(networks))].parameters()).device
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -52,11 +57,11 @@ def generate(
 
         bar = tqdm(total=n, desc="generate", unit="img")
     # All latents from one seeded CPU stream, so the images do not depend on batch_size.
-    latents = torch.randn(n, cfg.nz, 1, 1, generator=torch.Generator().manual_seed(seed))
+    latents = model.latents(n, cfg, torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         for start in range(0, n, batch_size):
-            z = latents[start : start + batch_size].to(device_)
-            images = to_uint8_tensor(generator(z))
+            z = latents[start : start + batch_size].to(target)
+            images = to_uint8_tensor(model.decode(networks, z, cfg))
             paths += write_images(images, out_dir, start=start)
             if start == 0:
                 write_grid(images[:64], out_dir / "grid.png")

@@ -97,22 +97,46 @@ def to_uint8_tensor(images):
     return ((images.float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8).cpu()
 
 
-def sample_images(generator, n: int, nz: int, device, *, seed: int, batch_size: int = 256):
-    """``n`` images ``(n, 1, R, R) uint8`` on the CPU from a seeded private RNG (the global
-    RNG, which training draws from, is left untouched)."""
+def sample_images(networks, cfg: TrainConfig, n: int, device, *, seed: int, batch_size: int = 256):
+    """``n`` images ``(n, 1, R, R) uint8`` on the CPU. All latents come from one private CPU
+    RNG seeded with ``seed`` (so the images do not depend on ``batch_size``, and the global RNG
+    that training draws from is left untouched)."""
     import torch
 
-    rng = torch.Generator(device=device).manual_seed(seed)
-    was_training = generator.training
-    generator.eval()
+    from fetalgan.models import family
+
+    model = family(cfg.model)
+    z_all = model.latents(n, cfg, torch.Generator().manual_seed(seed))
+    modes = {name: net.training for name, net in networks.items()}
+    for net in networks.values():
+        net.eval()
     chunks = []
     with torch.inference_mode():
         for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            z = torch.randn(b, nz, 1, 1, device=device, generator=rng)
-            chunks.append(to_uint8_tensor(generator(z)))
-    generator.train(was_training)
+            z = z_all[start : start + batch_size].to(device)
+            chunks.append(to_uint8_tensor(model.decode(networks, z, cfg)))
+    for name, net in networks.items():
+        net.train(modes[name])
     return torch.cat(chunks)
+
+
+class StepContext:
+    """What a family's ``train_step`` needs from the loop: mixed precision and DDP control."""
+
+    def __init__(self, device, amp_dtype, wrapped: dict):
+        self.device, self.amp_dtype, self.wrapped = device, amp_dtype, wrapped
+
+    def autocast(self):
+        import torch
+
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def no_sync(self, name: str):
+        """Skip DDP's gradient all-reduce for ``name`` (gradients that are thrown away)."""
+        net = self.wrapped[name]
+        return net.no_sync() if hasattr(net, "no_sync") else contextlib.nullcontext()
 
 
 def _plain(value: Any) -> Any:
@@ -143,13 +167,12 @@ def train(
     rank 0 evaluates and writes, every rank calls ``report`` (others with ``None``).
     """
     import torch
-    import torch.nn.functional as F
 
-    from fetalgan import models
     from fetalgan.checkpoint import load_checkpoint, save_checkpoint
     from fetalgan.data import load_training_images
     from fetalgan.data.augment import augment_batch
     from fetalgan.images import write_grid
+    from fetalgan.models import family
 
     dist = torch.distributed
     distributed = dist.is_available() and dist.is_initialized()
@@ -160,6 +183,7 @@ def train(
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     run_dir = Path(run_dir) if run_dir else _default_run_dir()
     show = progress and is_main
+    model = family(cfg.model)
 
     # ---- state: fresh or resumed --------------------------------------------------------
     seed_everything(cfg.seed)
@@ -172,66 +196,47 @@ def train(
     if n_real < 2:
         raise ValueError(f"data: need at least 2 training images, got {n_real}")
 
-    generator, discriminator = models.build(cfg)
-    generator.to(device, memory_format=memory_format)
-    discriminator.to(device, memory_format=memory_format)
-    opt_g = torch.optim.Adam(
-        generator.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
-    )
-    opt_d = torch.optim.Adam(
-        discriminator.parameters(),
-        lr=cfg.lr_d,
-        betas=tuple(cfg.betas),
-        weight_decay=cfg.weight_decay,
-    )
+    networks = model.build(cfg)
+    for net in networks.values():
+        net.to(device, memory_format=memory_format)
+    optimizers = model.make_optimizers(cfg, networks)
     start_epoch, history, best_value = 0, [], math.inf
     if state:
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        for name, net in networks.items():
+            net.load_state_dict(state["networks"][name])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
         start_epoch, history = state["epoch"], list(state.get("history", []))
         best_value = state.get("best_value", math.inf)
         _set_rng_state(state["rng"], device)
 
-    net_g, net_d = generator, discriminator
+    wrapped = dict(networks)
     if cfg.compile:
-        net_g, net_d = torch.compile(net_g), torch.compile(net_d)
+        wrapped = {name: torch.compile(net) for name, net in wrapped.items()}
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
         # BN running stats stay per rank (rank 0's are used for sampling); no per-forward sync.
-        net_g = DDP(net_g, device_ids=ids, broadcast_buffers=False)
-        net_d = DDP(net_d, device_ids=ids, broadcast_buffers=False)
+        wrapped = {
+            n: DDP(net, device_ids=ids, broadcast_buffers=False) for n, net in wrapped.items()
+        }
+    ctx = StepContext(device, amp_dtype, wrapped)
 
     evaluator = None
-    wanted = [m for m in cfg.eval_metrics]
-    if wanted and is_main:
+    if cfg.eval_metrics and is_main:
         from fetalgan.metrics.stats import TrainingMetrics
 
         evaluator = TrainingMetrics(
             dataset.images,
             key=dataset.key,
-            metrics=wanted,
+            metrics=list(cfg.eval_metrics),
             fid_weights=cfg.fid_weights,
             device=device,
             cache_dir=cfg.data.cache_dir,
         )
 
-    def autocast():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=amp_dtype)
-
-    def bce(logits, target: float):
-        return F.binary_cross_entropy_with_logits(
-            logits.float(), torch.full_like(logits, target, dtype=torch.float32)
-        )
-
     aug = cfg.data.augment
-    no_sync_d = net_d.no_sync if distributed else contextlib.nullcontext
-    epochs = range(start_epoch, cfg.epochs)
     bar = None
     if show:
         from tqdm.auto import tqdm
@@ -245,66 +250,50 @@ def train(
     metrics: dict[str, Any] = dict(history[-1]) if history else {}
 
     # ---- the loop --------------------------------------------------------------------------
-    for epoch in epochs:
-        net_g.train()
-        net_d.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        for net in wrapped.values():
+            net.train()
         order = torch.randperm(n_real, device=device)  # same on every rank (same seed/state)
-        shard = order[rank::world]
-        loss_sums = torch.zeros(2, device=device)  # (loss_d, loss_g), summed over steps
+        loss_sums = torch.zeros(len(model.LOSS_NAMES), device=device)
         steps = 0
-        for idx in shard.split(cfg.batch_size):
+        for idx in order[rank::world].split(cfg.batch_size):
             if idx.numel() < 2:  # batch-norm needs two samples
                 continue
             real = real_images[idx].float().div_(127.5).sub_(1.0)
             real = augment_batch(real, hflip=aug.hflip, rotate_deg=aug.rotate_deg)
             real = real.contiguous(memory_format=memory_format)
-            z = torch.randn(real.shape[0], cfg.nz, 1, 1, device=device)
-
-            # Discriminator: real -> real_label, fake -> 0 (separate real and fake batches).
-            with autocast():
-                fake = net_g(z)
-                loss_d = bce(net_d(real), cfg.real_label) + bce(net_d(fake.detach()), 0.0)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-            # Generator: non-saturating loss, fake -> 1; D's gradients here are discarded.
-            with no_sync_d(), autocast():
-                loss_g = bce(net_d(fake), 1.0)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-
-            loss_sums += torch.stack((loss_d.detach(), loss_g.detach()))
+            loss_sums += model.train_step(wrapped, optimizers, real, cfg, ctx)
             steps += 1
 
         if distributed:
+            counts = torch.tensor([float(steps)], device=device)
+            loss_sums = torch.cat([loss_sums, counts])
             dist.all_reduce(loss_sums)
-            steps_t = torch.tensor([steps], device=device)
-            dist.all_reduce(steps_t)
-            steps = int(steps_t.item())
-        loss_d_mean, loss_g_mean = (loss_sums / max(steps, 1)).tolist()  # the one sync per epoch
+            loss_sums, steps = loss_sums[:-1], loss_sums[-1]
+        losses = (loss_sums / max(float(steps), 1.0)).tolist()  # the one host sync per epoch
         done = epoch + 1
-        if not (math.isfinite(loss_d_mean) and math.isfinite(loss_g_mean)):
+        named = dict(zip(model.LOSS_NAMES, losses, strict=True))
+        if not all(math.isfinite(v) for v in losses):
+            shown = ", ".join(f"{k}={v}" for k, v in named.items())
             raise FloatingPointError(
-                f"non-finite loss at epoch {done} (loss_d={loss_d_mean}, loss_g={loss_g_mean}); "
+                f"non-finite loss at epoch {done} ({shown}); "
                 f"try lower lr_g/lr_d (now {cfg.lr_g:g}/{cfg.lr_d:g}) or precision: fp32"
             )
         if cfg.fail_at_epoch == done and state is None:
             raise RuntimeError(f"fail_at_epoch: simulated crash at epoch {done} (testing knob)")
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss_d=f"{loss_d_mean:.3f}", loss_g=f"{loss_g_mean:.3f}", refresh=False)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in named.items()}, refresh=False)
 
         if done % cfg.eval_every and done != cfg.epochs:
             continue
 
         # ---- evaluation: metrics, sample grid, checkpoint, report ------------------------
-        metrics = {"epoch": done, "loss_d": loss_d_mean, "loss_g": loss_g_mean}
+        metrics = {"epoch": done, **named}
         checkpoint_file = None
         if is_main:
             t0 = time.perf_counter()
-            fakes = sample_images(generator, cfg.eval_n, cfg.nz, device, seed=cfg.seed + 1_000_003)
+            fakes = sample_images(networks, cfg, cfg.eval_n, device, seed=cfg.seed + 1_000_003)
             if evaluator is not None:  # plain Python numbers: checkpoints load weights_only
                 metrics.update({k: _plain(v) for k, v in evaluator(fakes).items()})
                 metrics["weights_sha256"] = evaluator.weights_sha256
@@ -316,7 +305,7 @@ def train(
             history.append(metrics)
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
-            score = metrics.get("fid", metrics.get("loss_g"))
+            score = metrics.get("fid", losses[-1])
             improved = score < best_value
             best_value = min(best_value, score)
             checkpoint_file = save_checkpoint(
@@ -325,10 +314,8 @@ def train(
                     "model": cfg.model,
                     "config": to_dict(cfg),
                     "epoch": done,
-                    "generator": generator.state_dict(),
-                    "discriminator": discriminator.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
+                    "networks": {n: net.state_dict() for n, net in networks.items()},
+                    "optimizers": {n: opt.state_dict() for n, opt in optimizers.items()},
                     "rng": _rng_state(device),
                     "history": history,
                     "best_value": best_value,
@@ -338,11 +325,12 @@ def train(
             if improved:
                 shutil.copyfile(checkpoint_file, run_dir / "checkpoints" / "best.pt")
             if bar is not None:
-                shown = {k: f"{metrics[k]:.2f}" for k in ("fid", "kid_mean") if k in metrics}
-                bar.write(
-                    f"epoch {done}: loss_d {loss_d_mean:.3f} loss_g {loss_g_mean:.3f} "
-                    + " ".join(f"{k} {v}" for k, v in shown.items())
+                shown = " ".join(
+                    f"{k} {metrics[k]:.3f}"
+                    for k in (*model.LOSS_NAMES, "fid", "kid_mean")
+                    if k in metrics
                 )
+                bar.write(f"epoch {done}: {shown}")
         if report is not None:
             report(metrics, checkpoint_file)
 

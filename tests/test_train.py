@@ -51,8 +51,11 @@ def test_resume_is_exact(tmp_path, precision):
     a = load_checkpoint(straight / "checkpoints" / "last.pt")
     b = load_checkpoint(resumed / "checkpoints" / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
-    assert_same_weights(a["generator"], b["generator"])
-    assert_same_weights(a["discriminator"], b["discriminator"])
+    for name in ("generator", "discriminator"):
+        assert_same_weights(a["networks"][name], b["networks"][name])
+    assert a["optimizers"]["generator"]["state"][0]["exp_avg"].equal(
+        b["optimizers"]["generator"]["state"][0]["exp_avg"]
+    )
     assert a["history"][-1]["loss_g"] == b["history"][-1]["loss_g"]
 
 
@@ -87,16 +90,16 @@ def test_report_and_run_dir(tmp_path):
 
 
 def test_non_finite_loss_stops_with_clear_error(tmp_path, monkeypatch):
-    real_build = models.build
+    real_build = models.family("dcgan").build
 
     def nan_build(cfg):
-        g, d = real_build(cfg)
+        networks = real_build(cfg)
         with torch.no_grad():
-            for p in d.parameters():
+            for p in networks["discriminator"].parameters():
                 p.fill_(float("nan"))
-        return g, d
+        return networks
 
-    monkeypatch.setattr(models, "build", nan_build)
+    monkeypatch.setattr(models.family("dcgan"), "build", nan_build)
     with pytest.raises(FloatingPointError, match="non-finite loss at epoch 1"):
         train(tiny_config(tmp_path, epochs=1), run_dir=tmp_path / "nan", progress=False)
 

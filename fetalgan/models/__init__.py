@@ -1,22 +1,37 @@
-"""Generator/discriminator families, looked up by the config's ``model`` name.
+"""Model families, looked up by the config's ``model`` name.
 
-The registry maps a name to ``"module:builder"`` so that listing names imports no torch.
-A builder takes a TrainConfig and returns ``(generator, discriminator)``.
+A family is a module with module-level functions that the one training loop calls:
+
+- ``LOSS_NAMES``: names of the losses ``train_step`` returns, e.g. ``("loss_d", "loss_g")``;
+- ``build(cfg) -> dict[str, nn.Module]``: the networks, initialised, on the CPU;
+- ``make_optimizers(cfg, networks) -> dict[str, Optimizer]``;
+- ``train_step(networks, optimizers, real, cfg, ctx) -> Tensor``: one optimisation step on a
+  batch of real images ``(B, 1, R, R)`` in [-1, 1]; returns the detached losses as one tensor
+  on the device (no host sync); ``ctx`` gives ``autocast()`` and ``no_sync(name)``;
+- ``latents(n, cfg, generator) -> Tensor``: the random inputs of ``n`` samples, on the CPU;
+- ``decode(networks, latents, cfg) -> Tensor``: images ``(n, 1, R', R')`` in [-1, 1].
+
+The registry maps a name to a module path so that listing names imports no torch.
 """
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 REGISTRY = {
-    "dcgan": "fetalgan.models.dcgan:build",
+    "dcgan": "fetalgan.models.dcgan",
 }
 MODEL_NAMES = tuple(REGISTRY)
 
 
-def build(cfg):
-    """``(generator, discriminator)`` for ``cfg.model``, initialised, on the CPU."""
-    if cfg.model not in REGISTRY:
-        raise ValueError(f"model: unknown model {cfg.model!r}; expected one of {', '.join(MODEL_NAMES)}")
-    module, func = REGISTRY[cfg.model].split(":")
-    return getattr(importlib.import_module(module), func)(cfg)
+def family(name: str) -> ModuleType:
+    """The family module for a ``model`` name."""
+    if name not in REGISTRY:
+        raise ValueError(f"model: unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    return importlib.import_module(REGISTRY[name])
+
+
+def build(cfg) -> dict:
+    """The networks of ``cfg.model``, initialised, on the CPU, by name."""
+    return family(cfg.model).build(cfg)

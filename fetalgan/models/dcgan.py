@@ -82,9 +82,66 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def build(cfg) -> tuple[Generator, Discriminator]:
+LOSS_NAMES = ("loss_d", "loss_g")
+
+
+def build(cfg) -> dict[str, nn.Module]:
     generator = Generator(cfg.resolution, cfg.nz, cfg.ngf)
     discriminator = Discriminator(cfg.resolution, cfg.ndf)
     generator.apply(init_weights)
     discriminator.apply(init_weights)
-    return generator, discriminator
+    return {"generator": generator, "discriminator": discriminator}
+
+
+def make_optimizers(cfg, networks: dict[str, nn.Module]) -> dict:
+    """Adam with separate learning rates for G and D, the study's betas and weight decay."""
+    import torch
+
+    lrs = {"generator": cfg.lr_g, "discriminator": cfg.lr_d}
+    return {
+        name: torch.optim.Adam(
+            net.parameters(), lr=lrs[name], betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+        )
+        for name, net in networks.items()
+    }
+
+
+def _bce(logits, target: float):
+    import torch
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def train_step(networks, optimizers, real, cfg, ctx):
+    """One DCGAN step: D on separate real and fake batches (BCE, real target ``real_label``
+    for one-sided label smoothing), then G with the non-saturating loss."""
+    import torch
+
+    net_g, net_d = networks["generator"], networks["discriminator"]
+    opt_g, opt_d = optimizers["generator"], optimizers["discriminator"]
+    z = torch.randn(real.shape[0], cfg.nz, 1, 1, device=real.device)
+    with ctx.autocast():
+        fake = net_g(z)
+        loss_d = _bce(net_d(real), cfg.real_label) + _bce(net_d(fake.detach()), 0.0)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+
+    with ctx.no_sync("discriminator"), ctx.autocast():  # D's gradients here are discarded
+        loss_g = _bce(net_d(fake), 1.0)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return torch.stack((loss_d.detach(), loss_g.detach()))
+
+
+def latents(n: int, cfg, generator):
+    import torch
+
+    return torch.randn(n, cfg.nz, 1, 1, generator=generator)
+
+
+def decode(networks, latents, cfg):
+    return networks["generator"](latents)

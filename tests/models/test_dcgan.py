@@ -8,7 +8,8 @@ from fetalgan.models.dcgan import Discriminator, Generator
 
 @pytest.mark.parametrize("resolution", [32, 64, 128, 256])
 def test_shapes_for_every_resolution(resolution):
-    g, d = build(TrainConfig(resolution=resolution, ngf=8, ndf=8, nz=16))
+    nets = build(TrainConfig(resolution=resolution, ngf=8, ndf=8, nz=16))
+    g, d = nets["generator"], nets["discriminator"]
     x = g(torch.randn(3, 16, 1, 1))
     assert x.shape == (3, 1, resolution, resolution)
     assert x.min() >= -1 and x.max() <= 1
@@ -27,7 +28,8 @@ def test_depth_grows_with_resolution():
 
 def test_init_is_dcgan():
     torch.manual_seed(0)
-    g, d = build(TrainConfig(resolution=64))
+    nets = build(TrainConfig(resolution=64))
+    g, d = nets["generator"], nets["discriminator"]
     convs = torch.cat(
         [
             m.weight.detach().flatten()
