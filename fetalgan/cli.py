@@ -74,14 +74,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from fetalgan.sweep import run_sweep
 
-    run_sweep(
+    summary = run_sweep(
         args.config,
         resume=args.resume,
         storage=args.storage,
         tracking_uri=args.tracking_uri,
         overrides=args.set,
     )
-    return 0
+    if summary["interrupted"]:
+        return 3  # state saved: `fetalgan sweep FILE --resume` continues it
+    return 0 if summary["best"] is not None else 1  # 1: no trial produced the metric
 
 
 def cmd_best(args: argparse.Namespace) -> int:
