@@ -1,0 +1,301 @@
+"""Real-image statistics cached on disk, and the metrics the trainer computes at each evaluation.
+
+The real set's Inception features (and their mean and covariance) and its rLBPv are computed
+once per dataset, resolution, size and FID weights and kept in
+``cache_root(cache_dir)/stats/{key}-{weights_sha256[:12]}-{dims}.npz``; a sweep fills the entry
+once and every trial reads it. The entry also records a sha256 of the image bytes, so a key
+reused for different images is recomputed rather than trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TRAINING_METRICS = ("fid", "kid", "lbpv")
+
+
+@dataclass
+class RealStats:
+    """Statistics of a real image set for FID, KID and LBPv."""
+
+    features: np.ndarray  # (N, d) float32 Inception features (KID and the Gram-form FID)
+    mu: np.ndarray  # (d,) float64 feature mean
+    sigma: np.ndarray  # (d, d) float64 feature covariance (ddof 1)
+    lbpv: np.ndarray  # (256,) float64 rLBPv
+    n: int  # number of images
+    feature_dim: int  # d
+    weights_sha256: str  # sha256 of the FID weights file the features came from
+    images_sha256: str  # sha256 of the (N, 1, H, W) uint8 image bytes and their shape
+
+
+def images_digest(images) -> str:
+    """sha256 of a ``(N, 1, H, W)`` uint8 set: its shape and bytes."""
+    arr = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    arr = np.ascontiguousarray(arr)
+    digest = hashlib.sha256(repr((arr.shape, str(arr.dtype))).encode())
+    digest.update(memoryview(arr).cast("B"))
+    return digest.hexdigest()
+
+
+def stats_path(key: str, weights_sha256: str, dims: int, cache_dir: str | None = None) -> Path:
+    """``cache_root(cache_dir)/stats/{key}-{weights_sha256[:12]}-{dims}.npz``."""
+    from fetalgan.data.cache import cache_root
+
+    if not key or "/" in key or os.sep in key:
+        raise ValueError(f"statistics key must be a non-empty file-name part, got {key!r}")
+    return cache_root(cache_dir) / "stats" / f"{key}-{weights_sha256[:12]}-{dims}.npz"
+
+
+def _save_stats(stats: RealStats, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(
+                f,
+                features=stats.features,
+                mu=stats.mu,
+                sigma=stats.sigma,
+                lbpv=stats.lbpv,
+                n=np.int64(stats.n),
+                feature_dim=np.int64(stats.feature_dim),
+                weights_sha256=np.str_(stats.weights_sha256),
+                images_sha256=np.str_(stats.images_sha256),
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_stats(path: Path) -> RealStats | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return RealStats(
+                features=f["features"],
+                mu=f["mu"],
+                sigma=f["sigma"],
+                lbpv=f["lbpv"],
+                n=int(f["n"]),
+                feature_dim=int(f["feature_dim"]),
+                weights_sha256=str(f["weights_sha256"]),
+                images_sha256=str(f["images_sha256"]),
+            )
+    except (OSError, ValueError, KeyError, EOFError) as err:
+        log.warning("%s: unreadable statistics cache entry, recomputing it (%s)", path, err)
+        return None
+
+
+def compute_real_statistics(
+    images,
+    model,
+    weights_sha256: str,
+    *,
+    batch_size: int = 50,
+    device=None,
+    progress: bool = False,
+    images_sha256: str | None = None,
+) -> RealStats:
+    """RealStats of ``(N, 1, H, W)`` uint8 ``images`` with an already loaded FID network."""
+    from fetalgan.metrics.frechet import mean_and_covariance
+    from fetalgan.metrics.image import lbpv
+    from fetalgan.metrics.inception import extract_features
+
+    features = extract_features(
+        images, model, batch_size=batch_size, device=device, progress=progress, desc="real features"
+    )
+    if features.shape[0] < 2:
+        raise ValueError(f"real statistics need at least 2 images, got {features.shape[0]}")
+    mu, sigma = mean_and_covariance(features)
+    return RealStats(
+        features=features.astype(np.float32),
+        mu=mu,
+        sigma=sigma,
+        lbpv=lbpv(images),
+        n=features.shape[0],
+        feature_dim=features.shape[1],
+        weights_sha256=weights_sha256,
+        images_sha256=images_sha256 or images_digest(images),
+    )
+
+
+def _cached_real_statistics(
+    images, *, key, weights_sha256, dims, cache_dir, get_model, batch_size, device, progress
+) -> RealStats:
+    path = stats_path(key, weights_sha256, dims, cache_dir)
+    digest = images_digest(images)
+    stats = _load_stats(path)
+    if stats is not None:
+        if (
+            stats.images_sha256 == digest
+            and stats.weights_sha256 == weights_sha256
+            and stats.feature_dim == dims
+        ):
+            log.info("real statistics from cache %s", path)
+            return stats
+        log.warning("%s: cached statistics are for other images or weights; recomputing", path)
+    stats = compute_real_statistics(
+        images,
+        get_model(),
+        weights_sha256,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        images_sha256=digest,
+    )
+    _save_stats(stats, path)
+    return stats
+
+
+def real_statistics(
+    images,
+    *,
+    key: str,
+    weights: str | None = None,
+    dims: int = 2048,
+    cache_dir: str | None = None,
+    device="cpu",
+    batch_size: int = 50,
+    progress: bool = False,
+) -> RealStats:
+    """Statistics of the real ``(N, 1, H, W)`` uint8 ``images``, from the on-disk cache if there.
+
+    ``key`` names the set (dataset, resolution, size: e.g. the data cache's key); the file is
+    ``cache_root(cache_dir)/stats/{key}-{weights_sha256[:12]}-{dims}.npz``. The FID network is
+    only loaded on a cache miss. Call it once per sweep to warm the cache for all trials.
+    """
+    from fetalgan.metrics.inception import find_fid_weights, load_fid_network, sha256_file
+
+    weights_path = find_fid_weights(weights)
+    sha = sha256_file(weights_path)
+    return _cached_real_statistics(
+        images,
+        key=key,
+        weights_sha256=sha,
+        dims=dims,
+        cache_dir=cache_dir,
+        get_model=lambda: load_fid_network(weights_path, dims=dims, device=device)[0],
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
+
+
+class TrainingMetrics:
+    """FID, KID and LBPv distance of fake images against a fixed real set, for the trainer.
+
+    Loads the FID network once and the real statistics from the cache (computing them on a
+    miss). Calling it with ``(N, 1, H, W)`` uint8 fake images returns plain floats/ints:
+    ``fid`` (Gram form, see ``fid_from_features``), ``kid_mean``, ``kid_std``, ``lbpv_l1``,
+    ``lbpv_l2``, ``lbpv_v8``, ``lbpv_v20``, ``lbpv_v143``, ``lbpv_v240`` (for the requested
+    ``metrics``), plus ``n_real``, ``n_fake`` and ``feature_dim``. ``weights_sha256`` names the
+    FID weights used.
+    """
+
+    def __init__(
+        self,
+        real_images,
+        *,
+        key: str,
+        metrics=TRAINING_METRICS,
+        fid_weights: str | None = None,
+        device="cpu",
+        cache_dir: str | None = None,
+        dims: int = 2048,
+        batch_size: int = 50,
+        precision: str = "fp32",
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        seed: int = 0,
+    ):
+        from fetalgan.metrics.inception import find_fid_weights, load_fid_network
+
+        self.metrics = tuple(metrics)
+        unknown = [m for m in self.metrics if m not in TRAINING_METRICS]
+        if unknown:
+            raise ValueError(
+                f"unknown training metric(s) {unknown}; expected some of {list(TRAINING_METRICS)}"
+            )
+        if not self.metrics:
+            raise ValueError(
+                f"no training metrics requested; expected some of {list(TRAINING_METRICS)}"
+            )
+        self.device = device
+        self.batch_size = batch_size
+        self.precision = precision
+        self.kid_subsets = kid_subsets
+        self.kid_subset_size = kid_subset_size
+        self.seed = seed
+        self.model = None
+        self.weights_sha256 = None
+        if "fid" in self.metrics or "kid" in self.metrics:
+            weights_path = find_fid_weights(fid_weights)
+            self.model, self.weights_sha256 = load_fid_network(
+                weights_path, dims=dims, device=device
+            )
+            self.real = _cached_real_statistics(
+                real_images,
+                key=key,
+                weights_sha256=self.weights_sha256,
+                dims=dims,
+                cache_dir=cache_dir,
+                get_model=lambda: self.model,
+                batch_size=batch_size,
+                device=device,
+                progress=False,
+            )
+            self.real_lbpv = self.real.lbpv
+            self.n_real = self.real.n
+        else:  # LBPv alone needs no network
+            from fetalgan.metrics.image import as_grey_array, lbpv
+
+            self.real = None
+            self.real_lbpv = lbpv(real_images)
+            self.n_real = len(as_grey_array(real_images))
+
+    def __call__(self, fake_images) -> dict[str, float]:
+        """Metrics of ``(N, 1, H, W)`` uint8 fake images against the real set."""
+        from fetalgan.metrics.frechet import fid_from_features, kid
+        from fetalgan.metrics.image import as_grey_array, lbpv, lbpv_distance
+        from fetalgan.metrics.inception import extract_features
+
+        out: dict[str, float] = {
+            "n_real": self.n_real,
+            "n_fake": len(as_grey_array(fake_images, "fake images")),
+        }
+        if self.model is not None:
+            fake_features = extract_features(
+                fake_images,
+                self.model,
+                batch_size=self.batch_size,
+                device=self.device,
+                precision=self.precision,
+            )
+            real_features = self.real.features
+            if "fid" in self.metrics:
+                out.update(fid_from_features(real_features, fake_features))
+            if "kid" in self.metrics:
+                out.update(
+                    kid(
+                        real_features,
+                        fake_features,
+                        n_subsets=self.kid_subsets,
+                        subset_size=self.kid_subset_size,
+                        seed=self.seed,
+                    )
+                )
+        if "lbpv" in self.metrics:
+            out.update(lbpv_distance(self.real_lbpv, lbpv(fake_images)))
+        return out

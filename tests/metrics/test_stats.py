@@ -1,0 +1,136 @@
+"""The real-statistics cache and the metrics the trainer computes at each evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from fetalgan.metrics import inception
+from fetalgan.metrics.stats import TrainingMetrics, real_statistics, stats_path
+
+
+@pytest.fixture(scope="module")
+def reals(blob_images):
+    return torch.from_numpy(blob_images(12, 32, seed=0))
+
+
+def test_real_statistics_are_cached_and_the_second_call_is_a_hit(
+    reals, fid_weights_path, tmp_path, monkeypatch
+):
+    first = real_statistics(
+        reals, key="blobs32", weights=str(fid_weights_path), cache_dir=str(tmp_path)
+    )
+    path = stats_path("blobs32", first.weights_sha256, 2048, str(tmp_path))
+    assert path == tmp_path / "stats" / f"blobs32-{first.weights_sha256[:12]}-2048.npz"
+    assert path.is_file()
+    with np.load(path, allow_pickle=False) as f:  # plain arrays only
+        assert f["features"].shape == (12, 2048)
+    assert first.features.dtype == np.float32 and first.features.shape == (12, 2048)
+    assert first.mu.shape == (2048,) and first.sigma.shape == (2048, 2048)
+    assert first.lbpv.shape == (256,) and first.lbpv.sum() == pytest.approx(1.0)
+    assert (first.n, first.feature_dim, first.weights_sha256) == (
+        12,
+        2048,
+        inception.sha256_file(fid_weights_path),
+    )
+    np.testing.assert_allclose(
+        first.mu, first.features.astype(np.float64).mean(axis=0), rtol=1e-6, atol=1e-7
+    )
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the FID network was loaded on a cache hit")
+
+    monkeypatch.setattr(inception, "load_fid_network", no_network)
+    second = real_statistics(
+        reals, key="blobs32", weights=str(fid_weights_path), cache_dir=str(tmp_path)
+    )
+    np.testing.assert_array_equal(second.features, first.features)
+    np.testing.assert_array_equal(second.sigma, first.sigma)
+    assert second.images_sha256 == first.images_sha256
+
+    # the same key for other images is recomputed, not trusted
+    with pytest.raises(AssertionError, match="cache hit"):
+        real_statistics(
+            reals[:6], key="blobs32", weights=str(fid_weights_path), cache_dir=str(tmp_path)
+        )
+
+
+def test_bad_key_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="key"):
+        stats_path("a/b", "0" * 64, 2048, str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def training_metrics(reals, fid_weights_path, tmp_path_factory):
+    return TrainingMetrics(
+        reals,
+        key="blobs32",
+        metrics=["fid", "kid", "lbpv"],
+        fid_weights=str(fid_weights_path),
+        device="cpu",
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+        kid_subsets=10,
+    )
+
+
+def test_a_set_against_itself_scores_zero(training_metrics, reals):
+    got = training_metrics(reals)
+    assert set(got) == {
+        "fid",
+        "kid_mean",
+        "kid_std",
+        "lbpv_l1",
+        "lbpv_l2",
+        "lbpv_v8",
+        "lbpv_v20",
+        "lbpv_v143",
+        "lbpv_v240",
+        "n_real",
+        "n_fake",
+        "feature_dim",
+    }
+    assert got["fid"] == pytest.approx(0.0, abs=1e-3)
+    assert got["lbpv_l1"] == 0.0
+    assert (got["n_real"], got["n_fake"], got["feature_dim"]) == (12, 12, 2048)
+    assert len(training_metrics.weights_sha256) == 64
+
+
+def test_fid_rises_as_the_fakes_are_blurred_more(training_metrics, reals):
+    images = reals.numpy()
+    scores = []
+    for sigma in (0.7, 1.5, 3.0):
+        blurred = np.stack([gaussian_filter(im[0].astype(np.float64), sigma) for im in images])
+        fakes = torch.from_numpy(np.clip(np.round(blurred), 0, 255).astype(np.uint8))[:, None]
+        scores.append(training_metrics(fakes))
+    fids = [s["fid"] for s in scores]
+    assert 0.5 < fids[0] < fids[1] < fids[2], fids
+    assert scores[2]["kid_mean"] > scores[0]["kid_mean"]
+    assert scores[2]["lbpv_l1"] > 0
+
+
+def test_lbpv_alone_needs_no_network(reals, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("loaded the FID network for LBPv alone")
+
+    monkeypatch.setattr(inception, "load_fid_network", no_network)
+    metrics = TrainingMetrics(reals, key="blobs32", metrics=["lbpv"])
+    got = metrics(reals[:4])
+    assert set(got) == {
+        "lbpv_l1",
+        "lbpv_l2",
+        "lbpv_v8",
+        "lbpv_v20",
+        "lbpv_v143",
+        "lbpv_v240",
+        "n_real",
+        "n_fake",
+    }
+    assert (got["n_real"], got["n_fake"]) == (12, 4)
+    assert metrics.weights_sha256 is None
+
+
+def test_unknown_training_metric_is_rejected(reals):
+    with pytest.raises(ValueError, match="psnr.*fid, kid, lbpv|fid', 'kid', 'lbpv"):
+        TrainingMetrics(reals, key="k", metrics=["psnr"])
