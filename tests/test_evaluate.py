@@ -1,0 +1,130 @@
+"""``evaluate_folders``: keys, errors on bad folders, and agreement with pytorch-fid (slow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fetalgan.evaluate import RESULT_KEYS, evaluate_folders, format_table
+from fetalgan.images import write_png
+from fetalgan.metrics import inception
+
+
+def write_blobs(
+    directory: Path, n: int, size: tuple[int, int], *, seed: int, noise: float = 20.0
+) -> Path:
+    """``n`` grey PNGs of ``size`` (H, W): a bright blob on a noisy background each."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    yy, xx = yy / h, xx / w
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cx, cy = rng.uniform(0.3, 0.7, 2)
+        radius = rng.uniform(0.15, 0.3)
+        image = 30 + 200 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / radius**2)
+        image = image + rng.normal(0, noise, (h, w))
+        write_png(np.clip(image, 0, 255).astype(np.uint8), directory / f"img_{i:03d}.png")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    real = write_blobs(root / "real", 8, (32, 32), seed=0)
+    fake = write_blobs(root / "fake", 6, (32, 32), seed=1, noise=40.0)
+    return real, fake
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the FID network was loaded")
+
+    monkeypatch.setattr(inception, "load_fid_network", refuse)
+
+
+def test_all_metrics_give_exactly_the_documented_keys(folders):
+    try:
+        weights = inception.find_fid_weights()
+    except FileNotFoundError as err:
+        pytest.skip(f"no FID weights: {err}")
+    result = evaluate_folders(*folders, progress=False)
+    assert list(result) == list(RESULT_KEYS)
+    assert (result["n_real"], result["n_fake"], result["feature_dim"]) == (8, 6, 2048)
+    assert result["weights_sha256"] == inception.sha256_file(weights)
+    assert result["fid"] > 1.0
+    assert 1.0 <= result["mi"] <= 2.0 and -1.0 <= result["ssim"] <= 1.0
+    table = format_table(result)
+    assert "FID" in table and f"{result['fid']:.4f}" in table and "8 / 6" in table
+
+
+def test_a_subset_of_metrics_gives_only_its_keys_and_skips_the_network(folders, no_network):
+    result = evaluate_folders(*folders, metrics=("psnr", "lbpv"), progress=False)
+    assert list(result) == [
+        "psnr",
+        "lbpv_l1",
+        "lbpv_l2",
+        "lbpv_v8",
+        "lbpv_v20",
+        "lbpv_v143",
+        "lbpv_v240",
+        "n_real",
+        "n_fake",
+    ]
+    assert "FID" not in format_table(result)
+
+
+def test_larger_reals_are_resized_to_square_fakes_for_pixel_metrics(tmp_path, folders, no_network):
+    real = write_blobs(tmp_path / "big", 4, (48, 64), seed=2)
+    result = evaluate_folders(real, folders[1], metrics="ssim,mi", progress=False)
+    assert np.isfinite(result["ssim"]) and np.isfinite(result["mi"])
+    odd = write_blobs(tmp_path / "odd", 3, (20, 30), seed=3)
+    with pytest.raises(ValueError, match="30x20"):
+        evaluate_folders(real, odd, metrics=("ssim",), progress=False)
+
+
+def test_empty_and_missing_folders_are_clear_errors(tmp_path, folders, no_network):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty.*no images"):
+        evaluate_folders(folders[0], tmp_path / "empty", metrics=("psnr",), progress=False)
+    with pytest.raises(FileNotFoundError, match="absent"):
+        evaluate_folders(tmp_path / "absent", folders[1], metrics=("psnr",), progress=False)
+
+
+def test_unreadable_file_is_named(tmp_path, folders, no_network):
+    broken = write_blobs(tmp_path / "broken", 2, (32, 32), seed=4)
+    (broken / "img_999.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="img_999.png"):
+        evaluate_folders(folders[0], broken, metrics=("psnr",), progress=False)
+
+
+def test_mixed_sizes_in_a_folder_name_two_files(tmp_path, folders, no_network):
+    mixed = write_blobs(tmp_path / "mixed", 2, (32, 32), seed=5)
+    write_png(np.zeros((16, 24), np.uint8), mixed / "z_small.png")
+    with pytest.raises(ValueError, match=r"img_000.png is 32x32.*z_small.png is 24x16"):
+        evaluate_folders(folders[0], mixed, metrics=("psnr",), progress=False)
+
+
+def test_unknown_metric_lists_the_valid_ones(folders, no_network):
+    with pytest.raises(ValueError, match="fdi.*fid, kid, psnr, mi, ssim, lbpv"):
+        evaluate_folders(*folders, metrics=("fdi",), progress=False)
+
+
+@pytest.mark.slow
+def test_fid_agrees_with_pytorch_fid_on_the_same_folders(tmp_path, monkeypatch):
+    """pytorch-fid, run offline on our weights placed in its hub cache, is the reference."""
+    from pytorch_fid.fid_score import calculate_fid_given_paths
+
+    weights = inception.find_fid_weights()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    inception.save_pytorch_fid_weights(inception.hub_weights_path(), weights)
+    real = write_blobs(tmp_path / "real", 20, (40, 40), seed=0)
+    fake = write_blobs(tmp_path / "fake", 16, (32, 32), seed=1, noise=35.0)
+    reference = calculate_fid_given_paths([str(real), str(fake)], 50, "cpu", 2048, num_workers=0)
+    ours = evaluate_folders(real, fake, metrics=("fid",), device="cpu", progress=False)
+    assert reference > 1.0
+    assert ours["fid"] == pytest.approx(reference, abs=0.01)
+    assert ours["weights_sha256"] == inception.sha256_file(inception.hub_weights_path())
