@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 DATA_KINDS = ("phantom", "hc18", "planes", "folder")
-MODELS = ("dcgan",)
+MODELS = ("dcgan", "ddpm", "tbgan", "dsrgan")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 EVAL_METRICS = ("fid", "kid", "lbpv")
@@ -57,6 +57,53 @@ class DataConfig:
 
 
 @dataclass
+class DdpmConfig:
+    """``model: ddpm`` (and DSR-GAN's stage A): a diffusers UNet2DModel trained with AdamW at
+    ``lr_g`` (with ``betas`` and ``weight_decay``)."""
+
+    # UNet widths, one per level (each level but the last halves the side)
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
+    layers_per_block: int = 2  # ResNet blocks per UNet level
+    attention: bool = True  # self-attention blocks at the lowest UNet level
+    num_train_timesteps: int = 1000  # length of the DDPM noise chain
+    beta_start: float = 1.0e-4  # linear beta schedule: first beta
+    beta_end: float = 0.02  # linear beta schedule: last beta
+    sample_steps: int = 100  # DDIM steps (eta 0) when sampling; the study used 40 or 100
+    pretrained: str | None = None  # local diffusers UNet2DModel directory to start from
+
+
+@dataclass
+class TbganConfig:
+    """``model: tbgan``: StyleSwin-style transformer generator (widths from ``ngf``, latent
+    ``nz``), conv discriminator (width ``ndf``), DiffAugment, non-saturating loss + R1."""
+
+    w_dim: int = 256  # style vector size (mapping network output)
+    mapping_layers: int = 4  # MLP layers of the mapping network
+    max_width: int = 256  # generator channel cap at the low-resolution stages
+    start_resolution: int = 8  # side of the learned constant input
+    window_size: int = 8  # attention window side (tokens per window = window_size**2)
+    head_dim: int = 32  # channels per attention head
+    r1_gamma: float = 10.0  # R1 penalty weight on real images; 0 = off
+    # DiffAugment policies, colour-free for grey: translation, cutout; [] = off
+    diffaugment: list[str] = field(default_factory=lambda: ["translation", "cutout"])
+
+
+@dataclass
+class DsrganConfig:
+    """``model: dsrgan``: stage A = ``ddpm`` at ``resolution`` for ``epochs_a`` epochs, then
+    stage B = SRGAN-style x2 generator (lr ``lr_sr``) and conv discriminator (lr ``lr_d``, width
+    ``ndf``); samples are histogram-matched to the real set before super-resolution."""
+
+    epochs_a: int = 50  # epochs of stage A (diffusion); the rest of ``epochs`` train stage B
+    sr_blocks: int = 16  # residual blocks of the SR generator (SRGAN: 16)
+    sr_width: int = 64  # channels of the SR generator (SRGAN: 64)
+    lr_sr: float = 1.0e-4  # SR generator Adam learning rate
+    pixel_weight: float = 1.0  # weight of the L1 pixel loss
+    adv_weight: float = 1.0e-3  # weight of the adversarial loss (SRGAN: 1e-3)
+    hist_match: bool = True  # match each diffusion sample's histogram to the real set
+
+
+@dataclass
 class TrainConfig:
     model: str = "dcgan"  # generator family (registry name)
     resolution: int = 64  # image side in pixels, power of two in 32..256
@@ -81,6 +128,9 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda if present) | cpu | cuda
     seed: int = 0  # drives torch, numpy and the data subset
     fail_at_epoch: int | None = None  # testing only: raise once at this epoch (fault tests)
+    ddpm: DdpmConfig = field(default_factory=DdpmConfig)  # model: ddpm, and dsrgan's stage A
+    tbgan: TbganConfig = field(default_factory=TbganConfig)  # model: tbgan
+    dsrgan: DsrganConfig = field(default_factory=DsrganConfig)  # model: dsrgan
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,9 +325,61 @@ def validate_train(cfg: TrainConfig, prefix: str = "") -> TrainConfig:
         raise ConfigError(f"{p}real_label: must be in (0, 1], got {cfg.real_label}")
     for i, name in enumerate(cfg.eval_metrics):
         _choice(f"{p}eval_metrics[{i}]", name, EVAL_METRICS)
+    _validate_families(cfg, p)
     _choice(f"{p}precision", cfg.precision, PRECISIONS)
     _choice(f"{p}device", cfg.device, DEVICES)
     return cfg
+
+
+DIFFAUGMENT_POLICIES = ("translation", "cutout")
+
+
+def _validate_families(cfg: TrainConfig, p: str) -> None:
+    """The per-model sections (checked whatever the model, so a sweep's base is all valid)."""
+    dd = cfg.ddpm
+    if not dd.block_out_channels:
+        raise ConfigError(f"{p}ddpm.block_out_channels: expected widths, e.g. [64, 128]")
+    for i, width in enumerate(dd.block_out_channels):
+        _positive(f"{p}ddpm.block_out_channels[{i}]", width)
+    levels = len(dd.block_out_channels)
+    if cfg.model in ("ddpm", "dsrgan") and cfg.resolution % 2 ** (levels - 1):
+        raise ConfigError(
+            f"{p}ddpm.block_out_channels: {levels} levels halve {levels - 1} times, "
+            f"too many for resolution {cfg.resolution}"
+        )
+    for key in ("layers_per_block", "num_train_timesteps", "sample_steps"):
+        _positive(f"{p}ddpm.{key}", getattr(dd, key))
+    if not 0 < dd.beta_start < dd.beta_end < 1:
+        raise ConfigError(
+            f"{p}ddpm.beta_start/beta_end: need 0 < beta_start < beta_end < 1, "
+            f"got {dd.beta_start}, {dd.beta_end}"
+        )
+    if dd.sample_steps > dd.num_train_timesteps:
+        raise ConfigError(
+            f"{p}ddpm.sample_steps: must be <= ddpm.num_train_timesteps "
+            f"({dd.num_train_timesteps}), got {dd.sample_steps}"
+        )
+    tb = cfg.tbgan
+    for key in ("w_dim", "mapping_layers", "max_width", "window_size", "head_dim"):
+        _positive(f"{p}tbgan.{key}", getattr(tb, key))
+    _positive(f"{p}tbgan.r1_gamma", tb.r1_gamma, allow_zero=True)
+    s0 = tb.start_resolution
+    if s0 < 4 or s0 & (s0 - 1) or (cfg.model == "tbgan" and s0 > cfg.resolution):
+        raise ConfigError(
+            f"{p}tbgan.start_resolution: must be a power of two >= 4 and <= resolution, got {s0}"
+        )
+    for i, name in enumerate(tb.diffaugment):
+        _choice(f"{p}tbgan.diffaugment[{i}]", name, DIFFAUGMENT_POLICIES)
+    ds = cfg.dsrgan
+    for key in ("epochs_a", "sr_blocks", "sr_width", "lr_sr"):
+        _positive(f"{p}dsrgan.{key}", getattr(ds, key))
+    for key in ("pixel_weight", "adv_weight"):
+        _positive(f"{p}dsrgan.{key}", getattr(ds, key), allow_zero=True)
+    if cfg.model == "dsrgan" and ds.epochs_a >= cfg.epochs:
+        raise ConfigError(
+            f"{p}dsrgan.epochs_a: stage A must leave epochs for stage B; "
+            f"got epochs_a {ds.epochs_a} with epochs {cfg.epochs}"
+        )
 
 
 def _space_paths(cls: type, prefix: str = "") -> dict[str, Any]:

@@ -21,6 +21,9 @@ from types import ModuleType
 
 REGISTRY = {
     "dcgan": "fetalgan.models.dcgan",
+    "ddpm": "fetalgan.models.ddpm",
+    "tbgan": "fetalgan.models.tbgan",
+    "dsrgan": "fetalgan.models.dsrgan",
 }
 MODEL_NAMES = tuple(REGISTRY)
 
