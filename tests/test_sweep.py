@@ -1,0 +1,314 @@
+"""Sweeps end to end on tiny phantoms: Ray Tune + Optuna + ASHA, grid, data-parallel trials,
+crashes, interruption and resume, every trial checked in a real sqlite MLflow store.
+
+The in-process tests share one Ray instance (starting Ray costs ~5 s and ~1.7 GB). Trials run
+one at a time where a test asserts on scheduler decisions, so the outcome is deterministic.
+The LBPv distance (no Inception network) stands in for FID where the metric's value does not
+matter; the smoke sweep runs the real FID path.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fetalgan.cli import main
+from fetalgan.sweep import run_sweep
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    import ray
+
+    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def tiny_base(tmp_path: Path, **overrides) -> dict:
+    base = {
+        "resolution": 32,
+        "data": {
+            "kind": "phantom",
+            "size": 24,
+            "phantom_n": 32,
+            "cache_dir": str(tmp_path / "cache"),
+        },
+        "epochs": 3,
+        "eval_every": 1,
+        "eval_n": 16,
+        "eval_metrics": ["lbpv"],
+        "batch_size": 8,
+        "ngf": 8,
+        "ndf": 8,
+        "nz": 16,
+        "precision": "fp32",
+        "device": "cpu",
+    }
+    base.update(overrides)
+    return base
+
+
+def write_sweep(tmp_path: Path, name: str, base: dict, **fields) -> Path:
+    data = {
+        "name": name,
+        "metric": "lbpv_l1",
+        "mode": "min",
+        "resources": {"cpu": 1},
+        "scheduler": {"kind": "fifo"},
+        "search": {"kind": "random", "seed": 0},
+        "base": base,
+    }
+    data.update(fields)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def children(store: str, name: str) -> list:
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`fetalgan.role` = 'trial'"
+    )
+
+
+def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, monkeypatch, capsys):
+    """Optuna samples the learning rates, ASHA stops at least one trial, every trial is a child
+    run, `fetalgan best` agrees with a direct MLflow query and `generate --best` writes images."""
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    path = write_sweep(
+        tmp_path,
+        "asha",
+        tiny_base(tmp_path),
+        num_samples=4,
+        max_concurrent=1,
+        scheduler={"kind": "asha", "max_t": 3, "grace_period": 1, "reduction_factor": 2},
+        search={"kind": "optuna", "seed": 0},
+        space={"lr_g": {"loguniform": [1e-4, 1e-2]}, "lr_d": {"loguniform": [1e-4, 1e-2]}},
+    )
+    summary = run_sweep(path, storage=tmp_path / "rr", tracking_uri=store)
+    assert not summary["interrupted"]
+    assert summary["num_trials"] == 4 and summary["num_errors"] == 0
+
+    runs = children(store, "asha")
+    assert len(runs) == 4
+    assert all(r.info.status == "FINISHED" for r in runs)
+    lrs = {float(r.data.params["lr_g"]) for r in runs}
+    assert len(lrs) == 4 and all(1e-4 <= lr <= 1e-2 for lr in lrs)  # sampled, in range
+    stopped = [r for r in runs if r.data.tags["stopped_early"] == "true"]
+    assert stopped, "ASHA stopped no trial"
+    assert summary["num_stopped_early"] == len(stopped)
+    client = MlflowClient(store)
+    for run in runs:  # every evaluation logged once, at step = epoch
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "lbpv_l1")]
+        assert steps == list(range(1, len(steps) + 1))
+        assert (len(steps) < 3) == (run in stopped)
+        names = {f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert {"checkpoint/last.pt", "checkpoint/best.pt"} <= names
+
+    # `fetalgan best` against an independent query: lowest last lbpv_l1 among the children.
+    expected = min(runs, key=lambda r: r.data.metrics["lbpv_l1"])
+    capsys.readouterr()
+    assert main(["best", "asha", "--json", "--tracking-uri", store]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best["run_id"] == expected.info.run_id == summary["best"]["run_id"]
+    assert best["value"] == expected.data.metrics["lbpv_l1"]
+    parent = client.get_run(expected.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["best_run_id"] == expected.info.run_id
+    assert client.get_model_version_by_alias("asha", "best").run_id == expected.info.run_id
+
+    monkeypatch.setenv("FETALGAN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "synth"
+    assert (
+        main(["generate", "--best", "asha", "-n", "5", "--out", str(out), "--tracking-uri", store])
+        == 0
+    )
+    assert len(list(out.glob("img_*.png"))) == 5
+
+
+def test_grid_combines_with_sampled_values(tmp_path, ray_instance):
+    """grid (and, with search.kind grid, choice) expands to every combination; a sampled key
+    is drawn for each of them."""
+    path = write_sweep(
+        tmp_path,
+        "grid",
+        tiny_base(tmp_path, epochs=1),
+        max_concurrent=2,
+        search={"kind": "grid", "seed": 0},
+        space={
+            "data.size": {"grid": [16, 24]},
+            "betas": {"choice": [[0.5, 0.999], [0.9, 0.999]]},
+            "lr_g": {"loguniform": [1e-4, 1e-3]},
+        },
+    )
+    summary = run_sweep(path, storage=tmp_path / "rr", tracking=False)
+    assert summary["num_trials"] == 4 and summary["num_errors"] == 0
+    trials = []
+    for params in (tmp_path / "rr" / "grid").glob("trial_*/params.json"):
+        trials.append(json.loads(params.read_text()))
+    combos = {(t["data.size"], t["betas"]) for t in trials}
+    assert combos == {(s, b) for s in (16, 24) for b in ("[0.5, 0.999]", "[0.9, 0.999]")}
+    assert all(1e-4 <= t["lr_g"] <= 1e-3 for t in trials)
+    assert len({t["lr_g"] for t in trials}) == 4
+
+
+@pytest.mark.slow
+def test_crash_restarts_into_the_same_run_and_nan_fails_alone(tmp_path, ray_instance):
+    """fail_at_epoch crashes a trial once: it resumes from its epoch-1 checkpoint into the same
+    MLflow run. A trial whose loss turns non-finite fails (FAILED, error tag); the rest finish."""
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    path = write_sweep(
+        tmp_path,
+        "faults",
+        tiny_base(tmp_path),
+        max_concurrent=2,
+        max_failures=1,
+        search={"kind": "grid", "seed": 0},
+        space={"fail_at_epoch": {"grid": [None, 2]}, "lr_d": {"grid": [2e-4, 1e30]}},
+    )
+    summary = run_sweep(path, storage=tmp_path / "rr", tracking_uri=store)
+    runs = children(store, "faults")
+    assert len(runs) == 4  # a restart never makes a second run
+    by_case = {(r.data.params["fail_at_epoch"], r.data.params["lr_d"]): r for r in runs}
+    crashed = by_case[("2", "0.0002")]
+    assert crashed.info.status == "FINISHED"
+    assert crashed.data.tags["restarts"] == "1"
+    history = MlflowClient(store).get_metric_history(crashed.info.run_id, "lbpv_l1")
+    assert sorted(m.step for m in history) == [1, 2, 3]  # epoch 1 kept, 2 and 3 after restart
+    assert by_case[("None", "0.0002")].info.status == "FINISHED"
+    for key in (("None", "1e+30"), ("2", "1e+30")):
+        failed = by_case[key]
+        assert failed.info.status == "FAILED"
+        assert "non-finite loss" in failed.data.tags["error"]
+    assert summary["num_errors"] == 2
+
+
+@pytest.mark.slow
+def test_data_parallel_trial_on_two_cpu_workers(tmp_path, ray_instance):
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    path = write_sweep(
+        tmp_path, "ddp", tiny_base(tmp_path, epochs=2), workers_per_trial=2, max_failures=0
+    )
+    summary = run_sweep(path, storage=tmp_path / "rr", tracking_uri=store)
+    assert summary["num_errors"] == 0
+    (run,) = children(store, "ddp")
+    assert run.info.status == "FINISHED"
+    client = MlflowClient(store)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_g")] == [1, 2]
+    assert {"checkpoint/last.pt", "checkpoint/best.pt"} <= {
+        f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")
+    }
+    # The trial ran as a two-worker Ray Train run (named after the trial).
+    (train_run,) = (tmp_path / "rr" / "ddp" / "ddp").iterdir()
+    assert train_run.name.startswith("ddp_")
+
+
+def sweep_command(path, tmp_path, store, *extra):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "FETALGAN_CACHE": str(tmp_path / "cache")}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fetalgan",
+            "sweep",
+            str(path),
+            "--storage",
+            str(tmp_path / "rr"),
+            "--tracking-uri",
+            store,
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    """SIGUSR1 to `fetalgan sweep` (what Slurm sends before the time limit) saves the
+    experiment; `--resume` finishes it: the finished trial is not rerun, the interrupted one
+    continues in its own MLflow run."""
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    path = write_sweep(
+        tmp_path,
+        "resume",
+        tiny_base(tmp_path, epochs=6),
+        num_samples=3,
+        max_concurrent=1,
+        space={"lr_g": {"loguniform": [1e-4, 1e-3]}},
+    )
+    driver = sweep_command(path, tmp_path, store)
+    client = MlflowClient(store)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait: one trial finished, the next has reported
+        time.sleep(1)
+        if driver.poll() is not None:
+            pytest.fail(f"sweep ended before the interruption:\n{driver.stdout.read()}")
+        experiment = (
+            client.get_experiment_by_name("resume")
+            if Path(tmp_path / "mlruns.db").exists()
+            else None
+        )
+        if experiment is None:
+            continue
+        runs = children(store, "resume")
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        running = [r for r in runs if r.info.status == "RUNNING" and r.data.metrics]
+        if finished and running:
+            break
+    else:
+        pytest.fail("the sweep did not get going in 300 s")
+    finished_id = finished[0].info.run_id
+    driver.send_signal(signal.SIGUSR1)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 3, output  # interrupted, resumable
+    assert "interrupted" in output
+
+    runs = {r.info.run_id: r for r in children(store, "resume")}
+    killed = [r for r in runs.values() if r.info.status == "KILLED"]
+    assert len(killed) == 1
+    parent_id = killed[0].data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent_id).info.status == "KILLED"
+    finished_steps = [m.step for m in client.get_metric_history(finished_id, "lbpv_l1")]
+
+    resumed = sweep_command(path, tmp_path, store, "--resume")
+    output, _ = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, output
+    runs = children(store, "resume")
+    assert len(runs) == 3  # no duplicate for the interrupted trial
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent_id}
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    # The finished trial was not rerun: its metric history is unchanged.
+    assert [m.step for m in client.get_metric_history(finished_id, "lbpv_l1")] == finished_steps
+    # The interrupted one went on to the last epoch, each epoch logged once.
+    for run in runs:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "lbpv_l1"))
+        assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_smoke_sweep_with_fid_from_the_command_line(tmp_path):
+    """sweeps/smoke.yaml as CI runs it: real FID/KID, then `fetalgan best`."""
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    driver = sweep_command(REPO / "sweeps" / "smoke.yaml", tmp_path, store)
+    output, _ = driver.communicate(timeout=400)
+    assert driver.returncode == 0, output
+    assert "best trial" in output and "mlflow ui --backend-store-uri" in output
+    runs = children(store, "smoke")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert run.data.metrics["fid"] > 0 and "kid_mean" in run.data.metrics
+        assert run.data.metrics["n_fake"] == 32
