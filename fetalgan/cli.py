@@ -100,6 +100,61 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from fetalgan.report import write_report
+
+    report = write_report(
+        args.experiment, out=args.out, tracking_uri=args.tracking_uri, parent_run_id=args.parent
+    )
+    print(f"wrote {report['html']} ({len(report['figures'])} figures)")
+    if report.get("logged_to"):
+        print(f"logged to MLflow run {report['logged_to']} under report/")
+    return 0
+
+
+def cmd_study_create(args: argparse.Namespace) -> int:
+    from fetalgan.study.store import create_study
+
+    summary = create_study(
+        args.out,
+        args.real,
+        args.fake,
+        n=args.n,
+        seed=args.seed,
+        fake_runs=args.fake_run,
+        resolution=args.resolution,
+    )
+    print(
+        f"wrote {summary['path']}: {summary['real']} real + {summary['fake']} synthetic images "
+        f"at {summary['resolution']} px (seed {summary['seed']})"
+    )
+    return 0
+
+
+def cmd_study_serve(args: argparse.Namespace) -> int:
+    from fetalgan.study.app import serve
+
+    serve(args.study, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_study_analyse(args: argparse.Namespace) -> int:
+    from fetalgan.study.analyse import analyse, format_summary
+
+    result = analyse(
+        args.study,
+        metrics_from=args.metrics_from,
+        tracking_uri=args.tracking_uri,
+        real_dir=args.real,
+        with_image_metrics=not args.no_image_metrics,
+        rater=args.rater,
+        out=args.out,
+        json_path=args.json,
+    )
+    print(format_summary(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fetalgan",
@@ -177,6 +232,43 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=cmd_data_phantom)
+    p = sub.add_parser("report", help="HTML report (tables, curves, samples) of a sweep")
+    p.add_argument("experiment", help="experiment name (the sweep's `name`)")
+    p.add_argument("--out", help="output folder (default reports/EXPERIMENT)")
+    p.add_argument("--parent", metavar="RUN_ID", help="this sweep run (default: the latest)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("study", help="reader study: real/fake and quality ratings")
+    study_sub = p.add_subparsers(dest="study_command", required=True, metavar="STEP")
+    q = study_sub.add_parser("create", help="a seeded, balanced, shuffled study file")
+    q.add_argument("--real", required=True, help="folder of real images")
+    q.add_argument(
+        "--fake", required=True, action="append", help="folder of synthetic images (repeatable)"
+    )
+    q.add_argument(
+        "--fake-run", action="append", metavar="RUN_ID", help="MLflow run of each --fake folder"
+    )
+    q.add_argument("-n", type=int, default=68, help="images, half real (default 68)")
+    q.add_argument("--resolution", type=int, help="shown side in px (default: the fakes')")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", required=True, help="study file to write (SQLite)")
+    q.set_defaults(func=cmd_study_create)
+    q = study_sub.add_parser("serve", help="the rating web app")
+    q.add_argument("study", help="study file")
+    q.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    q.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free)")
+    q.set_defaults(func=cmd_study_serve)
+    q = study_sub.add_parser("analyse", help="rater accuracy, agreement, metric correlations")
+    q.add_argument("study", help="study file")
+    q.add_argument("--metrics-from", metavar="EXPERIMENT", help="MLflow experiment: FID per run")
+    q.add_argument("--real", help="real reference set (default: the study's real images)")
+    q.add_argument("--rater", help="whose scores the regression plot shows (default: mean)")
+    q.add_argument("--no-image-metrics", action="store_true", help="skip LBPv/PSNR/MI")
+    q.add_argument("--out", help="folder for regression.png")
+    q.add_argument("--json", help="also write the results to this JSON file")
+    q.add_argument("--tracking-uri", help="MLflow tracking URI")
+    q.set_defaults(func=cmd_study_analyse)
     return parser
 
 

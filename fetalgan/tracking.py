@@ -650,3 +650,164 @@ def fetch_checkpoint(
     return download_checkpoint(
         source, cache_root() / "checkpoints" / run_id, tracking_uri=tracking_uri
     )
+
+
+# ============================================================================================
+# Queries for reports and the reader study (``fetalgan report``, ``fetalgan study analyse``).
+# Read-only except log_run_artifacts; they hand back plain Python data, never MLflow objects.
+# ============================================================================================
+
+
+def _experiment(client, experiment: str, tracking_uri: str | None):
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ValueError(
+            f"MLflow experiment {experiment!r} not found in {resolve_tracking_uri(tracking_uri)}; "
+            f"experiments there: {', '.join(names) or 'none'}"
+        )
+    return exp
+
+
+def _run_record(client, run, *, with_history: bool) -> dict[str, Any]:
+    info, data = run.info, run.data
+    record = {
+        "run_id": info.run_id,
+        "run_name": info.run_name,
+        "status": info.status,
+        "start_time": info.start_time,  # ms since the epoch
+        "end_time": info.end_time,
+        "params": dict(data.params),
+        "parent_run_id": data.tags.get("mlflow.parentRunId"),
+        "tags": {k: v for k, v in data.tags.items() if not k.startswith("mlflow.")},
+        "metrics": dict(data.metrics),  # the latest value of each
+    }
+    if with_history:
+        record["history"] = {
+            key: sorted((m.step, m.value) for m in client.get_metric_history(info.run_id, key))
+            for key in sorted(data.metrics)
+        }
+    return record
+
+
+def sweep_runs(
+    experiment: str,
+    *,
+    tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
+    with_history: bool = True,
+) -> dict[str, Any]:
+    """One sweep of ``experiment``: its parent run (``parent_run_id``, default the newest
+    sweep run) and that parent's trial runs, each with params, tags, latest metrics and (with
+    ``with_history``) every metric's ``[(step, value), ...]`` sorted by step (step = epoch).
+
+    Returns ``{tracking_uri, experiment, experiment_id, metric, mode, parent, parents,
+    trials}``; ``parent`` is None (and ``trials`` every trial run of the experiment) when the
+    experiment has no sweep run; ``parents`` lists all sweep run ids, newest first.
+    """
+    client = _client(tracking_uri)
+    exp = _experiment(client, experiment, tracking_uri)
+    parents = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    parent = None
+    if parent_run_id is not None:
+        parent = next((r for r in parents if r.info.run_id == parent_run_id), None)
+        if parent is None:
+            raise ValueError(
+                f"run {parent_run_id!r} is not a sweep run of experiment {experiment!r}; its "
+                f"sweep runs: {', '.join(r.info.run_id for r in parents) or 'none'}"
+            )
+    elif parents:
+        parent = parents[0]
+    query = f"tags.`{ROLE_TAG}` = 'trial'"
+    if parent is not None:
+        query += f" and tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    trials = client.search_runs(
+        [exp.experiment_id],
+        filter_string=query,
+        order_by=["attributes.start_time ASC"],
+        max_results=5000,
+    )
+    return {
+        "tracking_uri": resolve_tracking_uri(tracking_uri),
+        "experiment": experiment,
+        "experiment_id": exp.experiment_id,
+        "metric": exp.tags.get("fetalgan.metric", "fid"),
+        "mode": exp.tags.get("fetalgan.mode", "min"),
+        "parent": None if parent is None else _run_record(client, parent, with_history=False),
+        "parents": [r.info.run_id for r in parents],
+        "trials": [_run_record(client, r, with_history=with_history) for r in trials],
+    }
+
+
+def list_run_artifacts(
+    run_id: str, path: str | None = None, *, tracking_uri: str | None = None
+) -> list[str]:
+    """Artefact paths (files and folders) directly under ``path`` of run ``run_id``."""
+    return [f.path for f in _client(tracking_uri).list_artifacts(run_id, path)]
+
+
+def download_run_artifact(
+    run_id: str, path: str, dst: str | Path, *, tracking_uri: str | None = None
+) -> Path | None:
+    """Download artefact ``path`` of ``run_id`` into ``dst``; None when the run has no such
+    artefact."""
+    from mlflow.exceptions import MlflowException
+
+    parent = str(Path(path).parent) if "/" in path else None
+    if path not in list_run_artifacts(run_id, parent, tracking_uri=tracking_uri):
+        return None
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(_client(tracking_uri).download_artifacts(run_id, path, dst_path=str(dst)))
+    except MlflowException as err:
+        raise ValueError(f"run {run_id}: cannot download artefact {path} ({err})") from None
+
+
+def log_run_artifacts(
+    run_id: str,
+    files: list[str | Path],
+    artifact_path: str,
+    *,
+    tracking_uri: str | None = None,
+) -> None:
+    """Log ``files`` to run ``run_id`` under ``artifact_path`` (a file of the same name is
+    replaced). Works on a finished run."""
+    client = _client(tracking_uri)
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+def run_metric_best(
+    run_id: str,
+    metric: str,
+    *,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+) -> float | None:
+    """The best value of ``metric`` over run ``run_id``'s history (min or max by the
+    experiment's mode), None when the run never logged it. ValueError for an unknown run, or a
+    run outside ``experiment`` when one is given."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ValueError(
+            f"MLflow run {run_id!r} not found in {resolve_tracking_uri(tracking_uri)}"
+        ) from None
+    mode = "min"
+    if experiment is not None:
+        exp = _experiment(client, experiment, tracking_uri)
+        if run.info.experiment_id != exp.experiment_id:
+            raise ValueError(f"MLflow run {run_id} is not in experiment {experiment!r}")
+        mode = exp.tags.get("fetalgan.mode", "min")
+    values = [m.value for m in client.get_metric_history(run_id, metric) if math.isfinite(m.value)]
+    if not values:
+        return None
+    return min(values) if mode == "min" else max(values)

@@ -1,0 +1,293 @@
+"""``fetalgan report`` on a small phantom sweep written straight into an MLflow store through
+``fetalgan.tracking.SweepTracker`` (no Ray): the tables hold the stored values, the figures are
+embedded, the page needs no network and escapes what it shows, the files go back to MLflow."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fetalgan.cli import main
+from fetalgan.config import TrainConfig, to_dict, with_overrides
+from fetalgan.images import write_grid
+
+SIZES = (16, 32)
+EPOCHS = (2, 4)
+
+
+def _metrics(size: int, epoch: int, lr_g: float) -> dict[str, float]:
+    """Made-up evaluation metrics, distinct per trial and epoch."""
+    fid = 400.0 / (size / 16) / epoch + 1000 * lr_g + 0.123
+    return {
+        "fid": fid,
+        "kid_mean": fid / 1000,
+        "kid_std": fid / 20000,
+        "lbpv_l1": 0.01 * size / epoch,
+        "lbpv_v8": 0.001 * epoch,
+        "loss_d": 1.0 / epoch,
+        "loss_g": 2.0 + epoch,
+        "n_fake": 32,
+        "n_real": 64,
+    }
+
+
+def log_phantom_sweep(
+    root: Path, name: str, *, data: dict | None = None, names: dict | None = None
+) -> dict:
+    """A sweep over data.size x epochs (4 trials, one stopped early by ASHA) plus a failed
+    trial with another lr_g. Returns what was logged: {tracking_uri, parent, trials: {run id:
+    {name, size, epochs, lr_g, history: {epoch: metrics}, state}}}."""
+    from fetalgan.tracking import SweepTracker
+
+    uri = f"sqlite:///{root / 'mlruns.db'}"
+    tracker = SweepTracker(name, metric="fid", mode="min", tracking_uri=uri)
+    parent = tracker.start_parent()
+    tracker.log_sweep_config(f"name: {name}\nspace: {{data.size: grid, epochs: grid}}\n")
+    data = data or {"kind": "phantom", "phantom_n": 64, "cache_dir": str(root / "cache")}
+    base = with_overrides(TrainConfig(), {"resolution": 32, "eval_every": 1, "eval_n": 32})
+    grid_image = np.random.default_rng(0).integers(0, 256, (16, 1, 32, 32), dtype=np.uint8)
+    fake_checkpoint = root / "checkpoint.pt"
+    fake_checkpoint.write_bytes(b"not a real checkpoint")
+    specs = [(s, e, 2e-4, "FINISHED") for s in SIZES for e in EPOCHS] + [(32, 4, 1e-3, "FAILED")]
+    logged = {}
+    for k, (size, epochs, lr_g, status) in enumerate(specs):
+        stopped = (size, epochs) == (16, 4)  # ASHA stopped it after epoch 2
+        last = 1 if status == "FAILED" else 2 if stopped else epochs
+        cfg = with_overrides(base, {"data.size": size, "epochs": epochs, "lr_g": lr_g})
+        cfg_dict = to_dict(cfg)
+        cfg_dict["data"].update(data)
+        trial_name = (names or {}).get(k, f"trial_{k:02d}")
+        run_id = tracker.start_trial(f"t{k}", trial_name, cfg_dict, yaml.safe_dump(cfg_dict))
+        history = {}
+        for epoch in range(1, last + 1):
+            result = _metrics(size, epoch, lr_g)
+            history[epoch] = result
+            is_best = tracker.log_result(run_id, {**result, "epoch": epoch})
+            grid_path = root / f"grid_{k}_{epoch}.png"
+            write_grid(grid_image // epoch, grid_path, nrow=4)
+            tracker.log_evaluation_files(
+                run_id, epoch, checkpoint_file=fake_checkpoint, sample_grid=grid_path,
+                is_best=is_best,
+            )  # fmt: skip
+        if status == "FAILED":
+            tracker.end_trial(run_id, "FAILED", error="RuntimeError: boom <at> epoch 2")
+        else:
+            tracker.end_trial(run_id, "FINISHED", stopped_early=stopped)
+        state = "failed" if status == "FAILED" else "stopped" if stopped else "completed"
+        logged[run_id] = {"name": trial_name, "size": size, "epochs": epochs, "lr_g": lr_g,
+                          "history": history, "state": state}  # fmt: skip
+    tracker.finish_parent("FINISHED", register=False)
+    return {"tracking_uri": uri, "parent": parent, "trials": logged}
+
+
+class Tables(HTMLParser):
+    """Every <table id=...> of a page as {id: [[cell text, ...], ...]}, and every <img>."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.row_ids: dict[str, list[str | None]] = {}
+        self.images: dict[str, str] = {}
+        self._table = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = attrs.get("id")
+            self.tables[self._table] = []
+            self.row_ids[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+            self.row_ids[self._table].append(attrs.get("data-run-id"))
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+        elif tag == "img":
+            self.images[attrs.get("id")] = attrs.get("src", "")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _parse(html: str) -> Tables:
+    parser = Tables()
+    parser.feed(html)
+    return parser
+
+
+def _close(cell: str, value: float) -> bool:
+    number = float(cell.split()[0])
+    return math.isclose(number, value, rel_tol=5e-4)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    return log_phantom_sweep(root, "phantom_grid", names={0: "size16<e2>&co"}) | {"root": root}
+
+
+@pytest.fixture(scope="module")
+def report(sweep):
+    from fetalgan.report import write_report
+
+    out = sweep["root"] / "out"
+    result = write_report("phantom_grid", out=out, tracking_uri=sweep["tracking_uri"])
+    return result | {"page": Path(result["html"]).read_text()}
+
+
+def test_trials_table_holds_the_stored_values(sweep, report):
+    page = _parse(report["page"])
+    rows = page.tables["trials-table"]
+    header = rows[0]
+    assert header[:2] == ["trial", "status"]
+    for column in ("data.size", "epochs", "lr_g", "fid", "kid_mean", "lbpv_l1", "best fid"):
+        assert column in header
+    body = dict(zip(page.row_ids["trials-table"][1:], rows[1:], strict=True))
+    assert set(body) == set(sweep["trials"])
+    for run_id, trial in sweep["trials"].items():
+        cells = dict(zip(header, body[run_id], strict=True))
+        last_epoch = max(trial["history"])
+        final = trial["history"][last_epoch]
+        assert cells["trial"] == trial["name"]
+        assert cells["status"] == trial["state"]
+        assert int(cells["data.size"]) == trial["size"] and int(cells["epochs"]) == trial["epochs"]
+        assert int(cells["last epoch"]) == last_epoch
+        for key in ("fid", "kid_mean", "kid_std", "lbpv_l1"):
+            assert _close(cells[key], final[key]), (key, cells[key], final[key])
+        best_epoch = min(trial["history"], key=lambda e: trial["history"][e]["fid"])
+        assert _close(cells["best fid"], trial["history"][best_epoch]["fid"])
+        assert int(cells["best epoch"]) == best_epoch
+        assert int(cells["n fake"]) == 32
+
+
+def test_grid_table_is_data_size_by_epochs(sweep, report):
+    page = _parse(report["page"])
+    grid = page.tables["grid-fid"]
+    assert grid[0][1:] == [str(e) for e in EPOCHS]
+    assert [row[0] for row in grid[1:]] == [str(s) for s in SIZES]
+    expected = {}
+    for trial in sweep["trials"].values():
+        if trial["state"] == "completed":
+            expected[(trial["size"], trial["epochs"])] = trial["history"][trial["epochs"]]["fid"]
+    for i, size in enumerate(SIZES, start=1):
+        for j, epochs in enumerate(EPOCHS, start=1):
+            cell = grid[i][j]
+            if (size, epochs) in expected:
+                assert _close(cell, expected[(size, epochs)]), (size, epochs, cell)
+            else:  # only the ASHA-stopped trial: it never reached that many epochs
+                assert cell == "—", (size, epochs, cell)
+    assert "grid-kid_mean" in page.tables and "grid-lbpv_l1" in page.tables
+
+
+def test_every_evaluation_is_listed(sweep, report):
+    page = _parse(report["page"])
+    rows = page.tables["evaluations-table"]
+    header = rows[0]
+    seen = {}
+    for run_id, cells in zip(page.row_ids["evaluations-table"][1:], rows[1:], strict=True):
+        cells = dict(zip(header, cells, strict=True))
+        seen[(run_id, int(cells["epoch"]))] = cells
+    expected = {(r, e): m for r, t in sweep["trials"].items() for e, m in t["history"].items()}
+    assert set(seen) == set(expected)
+    for key, metrics in expected.items():
+        for name in ("fid", "kid_mean", "loss_d", "loss_g", "lbpv_v8"):
+            assert _close(seen[key][name], metrics[name])
+
+
+def test_figures_are_embedded_and_the_page_needs_no_network(report):
+    page = _parse(report["page"])
+    for image_id in ("curves", "hyperparams", "best-samples", "real-samples"):
+        src = page.images[image_id]
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    html = report["page"]
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<script" not in html and "<link" not in html
+    for name in ("curves", "hyperparams", "best_samples", "real_samples"):
+        assert Path(report["figures"][name]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_best_trial_samples_and_real_images(sweep, report):
+    from fetalgan.images import read_grey
+
+    best_id = min(
+        (r for r, t in sweep["trials"].items() if t["state"] != "failed"),
+        key=lambda r: sweep["trials"][r]["history"][max(sweep["trials"][r]["history"])]["fid"],
+    )
+    assert f'data-run-id="{best_id}" class="best"' in report["page"]
+    # the grid logged at the best epoch: 16 images of 32 px in 4 columns, divided by that epoch
+    samples = read_grey(report["figures"]["best_samples"])
+    history = sweep["trials"][best_id]["history"]
+    best_epoch = min(history, key=lambda e: history[e]["fid"])
+    grid_image = np.random.default_rng(0).integers(0, 256, (16, 1, 32, 32), dtype=np.uint8)
+    assert np.array_equal(samples[2:34, 2:34], grid_image[0, 0] // best_epoch)
+    real = read_grey(report["figures"]["real_samples"])
+    n_real = sweep["trials"][best_id]["size"]  # its training subset (< 64), 8 per row
+    assert real.shape == ((n_real // 8) * 34 + 2, 8 * 34 + 2)
+    assert f"{n_real} training images (phantom, 32 px)" in report["page"]
+
+
+def test_text_is_escaped(report):
+    html = report["page"]
+    assert "size16&lt;e2&gt;&amp;co" in html
+    assert "size16<e2>" not in html
+
+
+def test_status_and_environment(sweep, report):
+    page = _parse(report["page"])
+    counts = re.search(r'id="trial-counts">([^<]*)<', report["page"]).group(1)
+    assert counts == "5; 3 completed; 1 failed; 1 stopped"
+    env = {row[0]: row[1] for row in page.tables["environment"][1:]}
+    assert "host" in env and "(6)" in env["host"]  # the parent and five trials
+    assert "sweep driver environment" in report["page"] and "packages" in report["page"]
+
+
+def test_report_is_logged_to_the_parent_run(sweep, report):
+    from fetalgan.tracking import list_run_artifacts
+
+    assert report["logged_to"] == sweep["parent"]
+    logged = {
+        Path(p).name
+        for p in list_run_artifacts(sweep["parent"], "report", tracking_uri=sweep["tracking_uri"])
+    }
+    assert {"report.html", "curves.png", "hyperparams.png", "best_samples.png",
+            "real_samples.png", "trials.csv", "evaluations.csv"} <= logged  # fmt: skip
+
+
+def test_missing_training_data_is_reported_not_fatal(sweep, tmp_path, capsys):
+    missing = tmp_path / "no_such_dataset"
+    # another experiment in the same store (a new sqlite store costs seconds of migrations)
+    sweep = log_phantom_sweep(
+        sweep["root"], "folder_sweep", data={"kind": "folder", "root": str(missing)}
+    )
+    out = tmp_path / "out"
+    code = main(["report", "folder_sweep", "--out", str(out), "--tracking-uri",
+                 sweep["tracking_uri"]])  # fmt: skip
+    assert code == 0
+    assert "wrote" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert 'id="no-real-samples"' in page
+    assert "real images not available on this machine" in page and str(missing) in page
+    assert 'id="best-samples"' in page
+
+
+def test_unknown_experiment_names_the_known_ones(sweep, capsys):
+    code = main(["report", "nope", "--tracking-uri", sweep["tracking_uri"]])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'nope' not found" in err and "phantom_grid" in err
