@@ -375,9 +375,9 @@ def _validate_families(cfg: TrainConfig, p: str) -> None:
         _positive(f"{p}dsrgan.{key}", getattr(ds, key))
     for key in ("pixel_weight", "adv_weight"):
         _positive(f"{p}dsrgan.{key}", getattr(ds, key), allow_zero=True)
-    if cfg.model == "dsrgan" and ds.epochs_a >= cfg.epochs:
+    if cfg.model == "dsrgan" and ds.epochs_a > cfg.epochs:
         raise ConfigError(
-            f"{p}dsrgan.epochs_a: stage A must leave epochs for stage B; "
+            f"{p}dsrgan.epochs_a: stage A cannot be longer than the run; "
             f"got epochs_a {ds.epochs_a} with epochs {cfg.epochs}"
         )
 
