@@ -354,14 +354,15 @@ def _data_parallel_worker(loop_config: dict) -> None:
         _set_threads(loop_config["cpu"])
     resume = _restore_to(ray.train.get_checkpoint(), run_dir.parent / f"restored_rank{rank}")
 
+    world_size = ray.train.get_context().get_world_size()
+
     def report(metrics: dict, checkpoint_file: Path | None) -> None:
+        result = {**_result(metrics), "workers": world_size}
         if checkpoint_file is None:
-            ray.train.report(_result(metrics))
+            ray.train.report(result)
             return
         stage = _stage_checkpoint(run_dir.parent / "staging", checkpoint_file, metrics)
-        ray.train.report(
-            _result(metrics), checkpoint=ray.train.Checkpoint.from_directory(str(stage))
-        )
+        ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(str(stage)))
         shutil.rmtree(stage, ignore_errors=True)
 
     train(
@@ -634,8 +635,10 @@ def _scheduler(cfg: SweepConfig):
 def _trainable(cfg: SweepConfig, spec: dict):
     from ray import tune
 
-    if cfg.workers_per_trial > 1:  # the trial itself only drives a Ray Train run
-        resources = {"cpu": 0}
+    if cfg.workers_per_trial > 1:
+        # The trial only drives a Ray Train run whose workers reserve their own resources
+        # (Tune refuses an empty request, hence a sliver of a CPU).
+        resources = {"cpu": 0.01}
     else:
         resources = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
     return tune.with_resources(tune.with_parameters(sweep_trial, spec=spec), resources)

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 def ray_instance():
     import ray
 
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # see DESIGN.md: stale auth tokens
     ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
@@ -205,6 +206,7 @@ def test_data_parallel_trial_on_two_cpu_workers(tmp_path, ray_instance):
     assert run.info.status == "FINISHED"
     client = MlflowClient(store)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_g")] == [1, 2]
+    assert run.data.metrics["workers"] == 2  # rank 0 reported a world of two DDP workers
     assert {"checkpoint/last.pt", "checkpoint/best.pt"} <= {
         f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")
     }
@@ -213,26 +215,25 @@ def test_data_parallel_trial_on_two_cpu_workers(tmp_path, ray_instance):
     assert train_run.name.startswith("ddp_")
 
 
-def sweep_command(path, tmp_path, store, *extra):
+def sweep_command(path, tmp_path, store, *extra) -> subprocess.Popen:
+    """`fetalgan sweep` in a subprocess (its own Ray); output goes to a log file (a pipe
+    nobody reads while the test polls could fill up and stall the driver)."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "FETALGAN_CACHE": str(tmp_path / "cache")}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fetalgan",
-            "sweep",
-            str(path),
-            "--storage",
-            str(tmp_path / "rr"),
-            "--tracking-uri",
-            store,
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = open(tmp_path / f"sweep-{time.monotonic_ns()}.log", "w+")
+    command = [sys.executable, "-m", "fetalgan", "sweep", str(path)]
+    command += ["--storage", str(tmp_path / "rr"), "--tracking-uri", store, *extra]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    process.log = log
+    return process
+
+
+def finish(process: subprocess.Popen, timeout: float) -> str:
+    """Wait for a `sweep_command` and return its output."""
+    process.wait(timeout=timeout)
+    process.log.seek(0)
+    output = process.log.read()
+    process.log.close()
+    return output
 
 
 @pytest.mark.slow
@@ -249,19 +250,15 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         max_concurrent=1,
         space={"lr_g": {"loguniform": [1e-4, 1e-3]}},
     )
-    driver = sweep_command(path, tmp_path, store)
     client = MlflowClient(store)
+    client.search_experiments()  # create the store first: two processes must not both migrate it
+    driver = sweep_command(path, tmp_path, store)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait: one trial finished, the next has reported
         time.sleep(1)
         if driver.poll() is not None:
-            pytest.fail(f"sweep ended before the interruption:\n{driver.stdout.read()}")
-        experiment = (
-            client.get_experiment_by_name("resume")
-            if Path(tmp_path / "mlruns.db").exists()
-            else None
-        )
-        if experiment is None:
+            pytest.fail(f"sweep ended before the interruption:\n{finish(driver, 10)}")
+        if client.get_experiment_by_name("resume") is None:
             continue
         runs = children(store, "resume")
         finished = [r for r in runs if r.info.status == "FINISHED"]
@@ -272,7 +269,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         pytest.fail("the sweep did not get going in 300 s")
     finished_id = finished[0].info.run_id
     driver.send_signal(signal.SIGUSR1)
-    output, _ = driver.communicate(timeout=120)
+    output = finish(driver, 120)
     assert driver.returncode == 3, output  # interrupted, resumable
     assert "interrupted" in output
 
@@ -284,7 +281,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     finished_steps = [m.step for m in client.get_metric_history(finished_id, "lbpv_l1")]
 
     resumed = sweep_command(path, tmp_path, store, "--resume")
-    output, _ = resumed.communicate(timeout=400)
+    output = finish(resumed, 400)
     assert resumed.returncode == 0, output
     runs = children(store, "resume")
     assert len(runs) == 3  # no duplicate for the interrupted trial
@@ -304,7 +301,7 @@ def test_smoke_sweep_with_fid_from_the_command_line(tmp_path):
     """sweeps/smoke.yaml as CI runs it: real FID/KID, then `fetalgan best`."""
     store = f"sqlite:///{tmp_path}/mlruns.db"
     driver = sweep_command(REPO / "sweeps" / "smoke.yaml", tmp_path, store)
-    output, _ = driver.communicate(timeout=400)
+    output = finish(driver, 400)
     assert driver.returncode == 0, output
     assert "best trial" in output and "mlflow ui --backend-store-uri" in output
     runs = children(store, "smoke")
