@@ -170,9 +170,10 @@ def fmt(value: Any) -> str:
 
 
 def trials_table(sweep: dict, varying: list[str], metrics: list[str]) -> dict:
-    """Header and rows (raw values) of the per-trial table."""
+    """Header and rows (raw values) of the per-trial table: FID, KID and LBPv L1 at the last
+    evaluation (the evaluations table has every metric)."""
     metric, mode = sweep["metric"], sweep["mode"]
-    shown = [m for m in metrics if m not in ("loss_d", "loss_g")]
+    shown = [m for m in ("fid", "kid_mean", "kid_std", "lbpv_l1") if m in metrics]
     header = ["trial", "status", *varying, "last epoch", *shown, f"best {metric}", "best epoch",
               "n fake"]  # fmt: skip
     rows = []
@@ -207,13 +208,14 @@ def evaluations_table(sweep: dict, metrics: list[str]) -> dict:
     return {"header": header, "rows": rows}
 
 
-def grid_tables(sweep: dict, varying: list[str]) -> list[dict]:
+def grid_tables(sweep: dict, varying: list[str], *, epochs: list[int] | None = None) -> list[dict]:
     """Data size x epochs tables (one per metric in GRID_METRICS that the trials logged).
 
     Rows: ``data.size`` (or the one varying param when data.size does not vary). Columns: the
     ``epochs`` param when it varies (each cell a completed trial's value at its last
     evaluation, as the study trained one model per cell; trials stopped early or failed are
-    left out), else the evaluation epochs (values from every trial's history).
+    left out), else the evaluation epochs (values from every trial's history), only those in
+    ``epochs`` when given (the sweep's ``checkpoint_epochs``: the study's 300/500/800/1000).
     """
     if "data.size" in varying:
         row_key = "data.size"
@@ -235,7 +237,8 @@ def grid_tables(sweep: dict, varying: list[str]) -> list[dict]:
                     cells[(row, parse_param(t["params"]["epochs"]))].append(last[1])
             else:
                 for step, value in _series(t, metric):
-                    cells[(row, step)].append(value)
+                    if not epochs or step in epochs:
+                        cells[(row, step)].append(value)
         if not cells:
             continue
         rows = sorted({k[0] for k in cells}, key=_sort_key)
@@ -259,6 +262,7 @@ def grid_tables(sweep: dict, varying: list[str]) -> list[dict]:
                     "failed are left out"
                     if by_epochs_param
                     else "each cell: the value at that evaluation"
+                    + (" (the sweep's checkpoint_epochs)" if epochs else "")
                 ),
                 "cols": cols,
                 "rows": body,
@@ -313,17 +317,23 @@ def _use_log(values: list[float]) -> bool:
 
 def curves_figure(sweep: dict, path: Path) -> Path | None:
     """FID and KID against epoch, every trial one line, the last evaluation marked by how the
-    trial ended (ASHA stop, failure, completion)."""
+    trial ended (ASHA stop, failure, completion); one legend below both panels."""
     keys = [k for k in ("fid", "kid_mean") if any(_series(t, k) for t in sweep["trials"])]
     if not keys:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(keys), figsize=(6.2 * len(keys), 4.2), squeeze=False)
-    colours = plt.get_cmap("tab20" if len(sweep["trials"]) > 10 else "tab10")
+    trials = sweep["trials"]
+    named = len(trials) <= 15  # more trials: no per-trial legend, colours only
+    states = [s for s in END_MARKERS if any(trial_state(t) == s for t in trials)]
+    legend_rows = math.ceil(((len(trials) if named else 0) + len(states)) / 3)
+    height = 4.2 + 0.2 * legend_rows
+    fig, axes = plt.subplots(1, len(keys), figsize=(6.2 * len(keys), height), squeeze=False)
+    colours = plt.get_cmap("tab20" if len(trials) > 10 else "tab10")
     best = best_trial(sweep)
+    handles = {}
     for ax, key in zip(axes[0], keys, strict=True):
         all_values = []
-        for k, t in enumerate(sweep["trials"]):
+        for k, t in enumerate(trials):
             points = [p for p in _series(t, key) if math.isfinite(p[1])]
             if not points:
                 continue
@@ -331,9 +341,9 @@ def curves_figure(sweep: dict, path: Path) -> Path | None:
             all_values += values
             is_best = best is not None and t["run_id"] == best["run_id"]
             colour = colours(k % colours.N)
-            label = t["run_name"] if len(sweep["trials"]) <= 12 else None
-            ax.plot(steps, values, color=colour, lw=2.4 if is_best else 1.2, label=label,
-                    zorder=3 if is_best else 2)  # fmt: skip
+            (line,) = ax.plot(steps, values, color=colour, lw=2.4 if is_best else 1.2,
+                              zorder=3 if is_best else 2)  # fmt: skip
+            handles.setdefault(t["run_name"], line)
             marker, _ = END_MARKERS[trial_state(t)]
             ax.scatter([steps[-1]], [values[-1]], marker=marker, s=70 if marker == "X" else 36,
                        color="black" if marker == "X" else colour, zorder=4)  # fmt: skip
@@ -342,12 +352,14 @@ def curves_figure(sweep: dict, path: Path) -> Path | None:
         ax.set_xlabel("epoch")
         ax.set_ylabel({"fid": "FID", "kid_mean": "KID (mean over subsets)"}[key])
         ax.grid(alpha=0.3)
-    for state, (marker, text) in END_MARKERS.items():
-        if any(trial_state(t) == state for t in sweep["trials"]):
-            axes[0][0].scatter([], [], marker=marker, color="black", label=text)
-    axes[0][-1].legend(fontsize=7, loc="upper right", ncol=1 if len(sweep["trials"]) <= 6 else 2)
+    entries = dict(handles) if named else {}
+    for state in states:
+        marker, text = END_MARKERS[state]
+        entries[text] = plt.Line2D([], [], ls="", marker=marker, color="black")
+    fig.legend(entries.values(), entries.keys(), loc="lower center", ncol=3, fontsize=7,
+               frameon=False)  # fmt: skip
     fig.suptitle(f"{sweep['experiment']}: learning curves (thick line: best trial)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, (0.2 * legend_rows + 0.15) / height, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -487,7 +499,7 @@ img.figure { max-width: 100%; } .note { color: #92400e; background: #fffbeb; pad
 .samples img { image-rendering: pixelated; border: 1px solid #d1d5db; }
 .state-stopped { color: #b45309; } .state-failed { color: #b91c1c; }
 pre { background: #f9fafb; padding: 0.6rem; font-size: 0.8rem; overflow-x: auto; }
-small { color: #6b7280; }
+small { color: #6b7280; } .wide { overflow-x: auto; }
 </style>
 </head>
 <body>
@@ -507,7 +519,7 @@ small { color: #6b7280; }
 <h2>Trials</h2>
 <p><small>Metrics at each trial's last evaluation; best {{ sweep.metric }} over all its evaluations.
 Varying hyperparameters only; every trial's full configuration is in its MLflow params.</small></p>
-{{ table(trials_table, "trials-table", best.run_id if best else none) }}
+<div class="wide">{{ table(trials_table, "trials-table", best.run_id if best else none) }}</div>
 
 {% for grid in grids %}
 <h2>{{ grid.title }} by {{ grid.row_key }} × {{ grid.col_key }}</h2>
@@ -537,7 +549,7 @@ Varying hyperparameters only; every trial's full configuration is in its MLflow 
 
 <h2>Every evaluation</h2>
 <details><summary>{{ evaluations_table.rows|length }} evaluations</summary>
-{{ table(evaluations_table, "evaluations-table", none) }}
+<div class="wide">{{ table(evaluations_table, "evaluations-table", none) }}</div>
 </details>
 
 <h2>Environment</h2>
@@ -610,7 +622,12 @@ def write_report(
     metrics = ordered_metrics(sweep["trials"])
     trials = trials_table(sweep, varying, metrics)
     evaluations = evaluations_table(sweep, metrics)
-    grids = grid_tables(sweep, varying)
+    parent = sweep["parent"]
+    parent_env = sweep_yaml = None
+    if parent is not None:
+        parent_env = _download_text(parent["run_id"], "environment.json", sweep["tracking_uri"])
+        sweep_yaml = _download_text(parent["run_id"], "sweep.yaml", sweep["tracking_uri"])
+    grids = grid_tables(sweep, varying, epochs=_checkpoint_epochs(sweep_yaml))
     csv_files = [
         write_csv(trials, out / "trials.csv"),
         write_csv(evaluations, out / "evaluations.csv"),
@@ -645,11 +662,6 @@ def write_report(
     scale = min(3.0, 560 / max(sample_widths.values())) if sample_widths else 1.0
     display_widths = {k: round(w * scale) for k, w in sample_widths.items()}
 
-    parent = sweep["parent"]
-    parent_env = sweep_yaml = None
-    if parent is not None:
-        parent_env = _download_text(parent["run_id"], "environment.json", sweep["tracking_uri"])
-        sweep_yaml = _download_text(parent["run_id"], "sweep.yaml", sweep["tracking_uri"])
     states = Counter(trial_state(t) for t in sweep["trials"])
     context = {
         "sweep": sweep,
@@ -693,6 +705,22 @@ def write_report(
         "logged_to": logged_to,
         "notes": notes,
     }
+
+
+def _checkpoint_epochs(sweep_yaml: str | None) -> list[int] | None:
+    """The sweep's ``checkpoint_epochs`` (the evaluations it keeps checkpoints of), if any."""
+    import yaml
+
+    if not sweep_yaml:
+        return None
+    try:
+        config = yaml.safe_load(sweep_yaml)
+    except yaml.YAMLError:
+        return None
+    epochs = config.get("checkpoint_epochs") if isinstance(config, dict) else None
+    if isinstance(epochs, list) and epochs and all(isinstance(e, int) for e in epochs):
+        return sorted(epochs)
+    return None
 
 
 def _png_width(path: Path) -> int:

@@ -39,7 +39,13 @@ def _metrics(size: int, epoch: int, lr_g: float) -> dict[str, float]:
 
 
 def log_phantom_sweep(
-    root: Path, name: str, *, data: dict | None = None, names: dict | None = None
+    root: Path,
+    name: str,
+    *,
+    data: dict | None = None,
+    names: dict | None = None,
+    specs: list[tuple] | None = None,
+    sweep_yaml: str | None = None,
 ) -> dict:
     """A sweep over data.size x epochs (4 trials, one stopped early by ASHA) plus a failed
     trial with another lr_g. Returns what was logged: {tracking_uri, parent, trials: {run id:
@@ -49,16 +55,19 @@ def log_phantom_sweep(
     uri = f"sqlite:///{root / 'mlruns.db'}"
     tracker = SweepTracker(name, metric="fid", mode="min", tracking_uri=uri)
     parent = tracker.start_parent()
-    tracker.log_sweep_config(f"name: {name}\nspace: {{data.size: grid, epochs: grid}}\n")
+    tracker.log_sweep_config(sweep_yaml or f"name: {name}\n")
     data = data or {"kind": "phantom", "phantom_n": 64, "cache_dir": str(root / "cache")}
     base = with_overrides(TrainConfig(), {"resolution": 32, "eval_every": 1, "eval_n": 32})
     grid_image = np.random.default_rng(0).integers(0, 256, (16, 1, 32, 32), dtype=np.uint8)
     fake_checkpoint = root / "checkpoint.pt"
     fake_checkpoint.write_bytes(b"not a real checkpoint")
-    specs = [(s, e, 2e-4, "FINISHED") for s in SIZES for e in EPOCHS] + [(32, 4, 1e-3, "FAILED")]
+    if specs is None:  # (data.size, epochs, lr_g, FINISHED | STOPPED by ASHA at 2 | FAILED)
+        specs = [(s, e, 2e-4, "FINISHED") for s in SIZES for e in EPOCHS]
+        specs[1] = (16, 4, 2e-4, "STOPPED")
+        specs.append((32, 4, 1e-3, "FAILED"))
     logged = {}
     for k, (size, epochs, lr_g, status) in enumerate(specs):
-        stopped = (size, epochs) == (16, 4)  # ASHA stopped it after epoch 2
+        stopped = status == "STOPPED"
         last = 1 if status == "FAILED" else 2 if stopped else epochs
         cfg = with_overrides(base, {"data.size": size, "epochs": epochs, "lr_g": lr_g})
         cfg_dict = to_dict(cfg)
@@ -291,3 +300,24 @@ def test_unknown_experiment_names_the_known_ones(sweep, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "'nope' not found" in err and "phantom_grid" in err
+
+
+def test_paper_grid_columns_are_the_checkpoint_epochs(sweep, tmp_path):
+    """Like sweeps/paper_grid.yaml: only data.size varies, every trial runs all epochs and is
+    evaluated at each; the table's columns are the sweep's checkpoint_epochs."""
+    from fetalgan.report import write_report
+
+    specs = [(16, 4, 2e-4, "FINISHED"), (32, 4, 2e-4, "FINISHED")]
+    paper = log_phantom_sweep(
+        sweep["root"], "paper_like", specs=specs,
+        sweep_yaml="name: paper_like\ncheckpoint_epochs: [2, 4]\n",
+    )  # fmt: skip
+    result = write_report("paper_like", out=tmp_path, tracking_uri=paper["tracking_uri"])
+    page = _parse(Path(result["html"]).read_text())
+    grid = page.tables["grid-fid"]
+    assert grid[0][1:] == ["2", "4"]
+    for row, trial in zip(grid[1:], paper["trials"].values(), strict=True):
+        assert row[0] == str(trial["size"])
+        assert _close(row[1], trial["history"][2]["fid"])
+        assert _close(row[2], trial["history"][4]["fid"])
+    assert "the sweep&#39;s checkpoint_epochs" in Path(result["html"]).read_text()
