@@ -14,6 +14,7 @@ Run it with ``fetalgan study serve study.db`` (binds 127.0.0.1 by default).
 from __future__ import annotations
 
 import secrets
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -179,8 +180,15 @@ def serve(db_path: str | Path, *, host: str = "127.0.0.1", port: int = 8080) -> 
             file=sys.stderr,
         )
     server = make_server(host, port, app, threaded=True)
+
+    def stop(signum, _frame):  # SIGTERM (kill, Slurm, systemd): leave like Ctrl-C does
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
     print(f"study {db_path} on http://{host}:{server.server_port}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     finally:
         server.server_close()
+        signal.signal(signal.SIGTERM, previous)
+        print("study server stopped; every answer given is in the study file", flush=True)
