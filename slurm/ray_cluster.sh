@@ -24,8 +24,8 @@
 #                        as `apptainer exec --nv --bind WORKDIR,STORAGE,DATA,... IMAGE CMD`.
 #   FETALGAN_VENV        Python environment with fetalgan installed, used when there is no
 #                        image. Default: ./.venv if it has fetalgan, else `fetalgan` on PATH.
-#   FETALGAN_STORAGE     Tune storage directory; must be on a filesystem all nodes share.
-#                        Default: the sweep file's `storage`, else ./ray_results.
+#   FETALGAN_STORAGE     Tune storage directory, used when the sweep file sets no `storage`;
+#                        must be on a filesystem all nodes share. Default: ./ray_results.
 #   MLFLOW_TRACKING_URI  Where runs are logged: an mlflow/server.sh URL (best for many nodes)
 #                        or a store. Default: sqlite:///$PWD/mlruns.db.
 #   FETALGAN_CACHE       Decoded-dataset cache directory; bound into the image when set.
@@ -81,7 +81,9 @@ if [[ -n ${FETALGAN_IMAGE:-} ]]; then
     command -v apptainer >/dev/null || die "FETALGAN_IMAGE is set but apptainer is not on PATH"
     [[ -n ${FETALGAN_STORAGE:-} ]] && mkdir -p "$FETALGAN_STORAGE"
     IFS=, read -ra extra_binds <<<"${FETALGAN_BIND:-}"
-    bind "$PWD" "$(dirname -- "$SWEEP")" "${FETALGAN_STORAGE:-}" "${FETALGAN_CACHE:-}" "${extra_binds[@]}"
+    sqlite_db=
+    [[ $MLFLOW_TRACKING_URI == sqlite:///* ]] && sqlite_db=$(dirname -- "${MLFLOW_TRACKING_URI#sqlite:///}")
+    bind "$PWD" "$(dirname -- "$SWEEP")" "${FETALGAN_STORAGE:-}" "${FETALGAN_CACHE:-}" "$sqlite_db" "${extra_binds[@]}"
 else
     VENV=${FETALGAN_VENV:-}
     [[ -z $VENV && -x .venv/bin/fetalgan ]] && VENV=$PWD/.venv
@@ -96,13 +98,13 @@ set_run
 # The experiment's name, storage and data root, from the sweep file (also validates it).
 read -r -d '' READ_SWEEP <<'EOF' || true
 import os, sys
-from fetalgan.config import load_sweep
+from fetalgan.sweep import load, storage_root
 try:
-    cfg = load_sweep(sys.argv[1])
+    cfg = load(sys.argv[1])
 except (ValueError, FileNotFoundError) as err:
     sys.exit(f"ray_cluster.sh: error: {err}")
 print(cfg.name)
-print(os.path.abspath(os.environ.get("FETALGAN_STORAGE") or cfg.storage or "ray_results"))
+print(storage_root(cfg))
 print(os.path.abspath(cfg.base.data.root) if cfg.base.data.root else "")
 EOF
 info=$("${RUN[@]}" python -c "$READ_SWEEP" "$SWEEP") || exit 2
@@ -183,6 +185,7 @@ log "sweep exited with status $status"
 
 if [[ -n $INTERRUPTED ]]; then
     if [[ $INTERRUPTED == USR1 && ${FETALGAN_REQUEUE:-1} == 1 ]]; then
+        cleanup # Ray first: a requeue would leave its steps to Slurm's slower KillWait
         log "requeueing job $SLURM_JOB_ID to resume $STORAGE/$NAME"
         scontrol requeue "$SLURM_JOB_ID"
     else

@@ -145,12 +145,14 @@ def _slurm_conf(root: Path, *, controller: str, munge_socket: Path, node_lines: 
         "SlurmdUser=root",
         "AuthType=auth/munge",
         "CredType=cred/munge",
-        f"AuthInfo=socket={munge_socket}",
+        # cred_expire: a requeued job may restart after 10 s instead of the default 120 s
+        f"AuthInfo=socket={munge_socket},cred_expire=10",
         "ProctrackType=proctrack/linuxproc",
         "TaskPlugin=task/none",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_CPU",
         "SchedulerType=sched/backfill",
+        "SchedulerParameters=sched_interval=2,bf_interval=2",  # start requeued jobs promptly
         "ReturnToService=2",
         "MailProg=/bin/true",
         "MinJobAge=4",  # sbatch --wait polls every 2 s instead of at 2, 10, 42, 74... s
