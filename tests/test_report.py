@@ -321,3 +321,17 @@ def test_paper_grid_columns_are_the_checkpoint_epochs(sweep, tmp_path):
         assert _close(row[1], trial["history"][2]["fid"])
         assert _close(row[2], trial["history"][4]["fid"])
     assert "the sweep&#39;s checkpoint_epochs" in Path(result["html"]).read_text()
+
+
+def test_a_sweep_without_trials_yet(sweep, tmp_path):
+    from fetalgan.report import write_report
+    from fetalgan.tracking import SweepTracker
+
+    tracker = SweepTracker("just_started", tracking_uri=sweep["tracking_uri"])
+    tracker.start_parent()
+    result = write_report("just_started", out=tmp_path, tracking_uri=sweep["tracking_uri"])
+    page = Path(result["html"]).read_text()
+    assert "this sweep has no trial runs yet" in page
+    assert 'id="no-best-samples"' in page and result["figures"] == {}
+    assert _parse(page).tables["trials-table"] == [["trial", "status", "last epoch", "best fid",
+                                                    "best epoch", "n fake"]]  # fmt: skip
