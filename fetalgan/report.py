@@ -378,6 +378,8 @@ def hyperparams_figure(sweep: dict, varying: list[str], path: Path) -> Path | No
     if not params or not points:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     cols = min(4, len(params))
     rows = math.ceil(len(params) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
@@ -393,6 +395,9 @@ def hyperparams_figure(sweep: dict, varying: list[str], path: Path) -> Path | No
             ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
         elif _use_log([float(x) for x in xs]):
             ax.set_xscale("log")
+        else:  # few ticks, in scientific notation for small learning rates
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         done = [trial_state(t) == "completed" for t, _ in points]
         ax.scatter([x for x, d in zip(xs, done, strict=True) if d],
                    [y for y, d in zip(ys, done, strict=True) if d], color="tab:blue", s=28)  # fmt: skip
