@@ -50,14 +50,14 @@ class Job:
 
 def job_env(cluster: SlurmCluster, workdir: Path, cache: Path, **extra: str) -> dict[str, str]:
     """The environment a user would submit with: the repo's venv, a per-test sqlite store and
-    storage under ``workdir``, the shared e2e data cache."""
-    return cluster.env(
-        FETALGAN_VENV=str(VENV),
-        FETALGAN_CACHE=str(cache),
-        FETALGAN_STORAGE=str(workdir / "ray_results"),
-        MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlruns.db'}",
-        **extra,
-    )
+    storage under ``workdir``, the shared e2e data cache; ``extra`` overrides any of them."""
+    settings = {
+        "FETALGAN_VENV": str(VENV),
+        "FETALGAN_CACHE": str(cache),
+        "FETALGAN_STORAGE": str(workdir / "ray_results"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlruns.db'}",
+    }
+    return cluster.env(**{**settings, **extra})
 
 
 def submit(cluster: SlurmCluster, workdir: Path, args: list[str], env: dict[str, str]):

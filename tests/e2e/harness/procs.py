@@ -36,15 +36,22 @@ class Daemon:
         return self.proc.poll() is None
 
     def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM this process, SIGKILL it after ``grace_s`` seconds."""
-        if not self.alive():
-            return
-        self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM this process's group (it leads its own session, so the group is exactly
+        what it started), SIGKILL the group after ``grace_s`` seconds."""
+        if self.alive():
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._signal_group(signal.SIGKILL)  # children the leader left behind
+
+    def _signal_group(self, sig: int) -> None:
         try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def tail(self, lines: int = 30) -> str:
         try:
