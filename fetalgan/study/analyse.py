@@ -170,10 +170,10 @@ def reference_images(conn, key: dict[str, dict], real_dir: str | Path | None) ->
     if real_dir is None:
         return store.images_array(conn, [i for i, k in key.items() if k["is_real"]])
     from fetalgan.data.datasets import resize_crop
-    from fetalgan.images import list_images, read_grey
+    from fetalgan.images import read_grey
 
     side = int(store.read_meta(conn)["resolution"])
-    return np.stack([resize_crop(read_grey(p), side) for p in list_images(real_dir)])
+    return np.stack([resize_crop(read_grey(p), side) for p in store.study_files(real_dir)])
 
 
 def image_metrics(

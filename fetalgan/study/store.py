@@ -37,6 +37,8 @@ SCHEMA_VERSION = 1
 LABELS = ("real", "fake")
 QUALITY_RANGE = (1, 5)
 MAX_NAME_LENGTH = 64
+SKIPPED_NAMES = ("grid.png",)  # `fetalgan generate` writes a sample grid beside its images
+SKIPPED_SUFFIXES = ("_Annotation.png",)  # HC18 segmentation masks
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -161,6 +163,23 @@ def _study_resolution(fake_files: Sequence[Path], resolution: int | None) -> int
     return shapes.pop()[0]
 
 
+def study_files(directory: str | Path) -> list[Path]:
+    """The images of ``directory`` that may enter a study: every image file except the sample
+    grid ``grid.png`` that ``fetalgan generate`` writes beside its images and HC18's
+    ``*_Annotation.png`` masks."""
+    from fetalgan.images import list_images
+
+    files = [
+        p
+        for p in list_images(directory)
+        if p.name not in SKIPPED_NAMES and not p.name.endswith(SKIPPED_SUFFIXES)
+    ]
+    if not files:
+        raise ValueError(f"{directory}: no images left once {', '.join(SKIPPED_NAMES)} and "
+                         f"*{', *'.join(SKIPPED_SUFFIXES)} are left out")  # fmt: skip
+    return files
+
+
 def _split_evenly(total: int, parts: int) -> list[int]:
     """``total`` into ``parts`` counts differing by at most one (earlier parts get more)."""
     base, extra = divmod(total, parts)
@@ -179,7 +198,8 @@ def create_study(
     overwrite: bool = False,
 ) -> dict:
     """Write a study of ``n`` images (``n/2`` real from ``real_dir``, ``n/2`` synthetic drawn
-    as evenly as possible from each of ``fake_dirs``) to the SQLite file ``out``.
+    as evenly as possible from each of ``fake_dirs``; see :func:`study_files`) to the SQLite
+    file ``out``.
 
     Choice and order are drawn from ``np.random.default_rng(seed)``; image ids are random
     (``secrets``). ``fake_runs``: the MLflow run id that made each fake directory (same length
@@ -187,7 +207,7 @@ def create_study(
     shown images (default: that of the synthetic images). Returns a summary dict.
     """
     from fetalgan.data.datasets import resize_crop
-    from fetalgan.images import list_images, read_grey
+    from fetalgan.images import read_grey
 
     out = Path(out)
     if n < 2 or n % 2:
@@ -205,13 +225,13 @@ def create_study(
 
     rng = np.random.default_rng(seed)
     half = n // 2
-    real_files = list_images(real_dir)
+    real_files = study_files(real_dir)
     if len(real_files) < half:
         raise ValueError(f"{real_dir}: {len(real_files)} images, the study needs {half} real ones")
     chosen: list[tuple[bool, Path, str | None]] = [
         (True, real_files[i], None) for i in sorted(rng.choice(len(real_files), half, False))
     ]
-    fake_lists = [list_images(d) for d in fake_dirs]
+    fake_lists = [study_files(d) for d in fake_dirs]
     for directory, files, count in zip(
         fake_dirs, fake_lists, _split_evenly(half, len(fake_dirs)), strict=True
     ):

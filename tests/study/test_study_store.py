@@ -179,3 +179,18 @@ def test_cli_create(tmp_path, image_dirs, capsys):
     assert main(["study", "create", "--real", str(real_dir), "--fake", str(fake_dir),
                  "-n", "5", "--out", str(tmp_path / "odd.db")]) == 2  # fmt: skip
     assert "even number" in capsys.readouterr().err
+
+
+def test_generate_grids_and_hc18_masks_stay_out(tmp_path, image_dirs):
+    """`fetalgan generate` writes grid.png beside its images; HC18 has *_Annotation.png masks."""
+    from fetalgan.images import write_png
+
+    real_dir, fake_dir = image_dirs
+    write_png(np.full((200, 200), 255, np.uint8), fake_dir / "grid.png")
+    for i in range(12):
+        write_png(np.zeros((48, 40), np.uint8), real_dir / f"{i:03d}_HC_Annotation.png")
+    path = tmp_path / "s.db"
+    store.create_study(path, real_dir, [fake_dir], n=24)  # every real and fake image
+    sources = [r[3] for r in _rows(path)]
+    assert len(sources) == 24
+    assert not any(s.endswith(("grid.png", "_Annotation.png")) for s in sources)
