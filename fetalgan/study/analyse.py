@@ -357,6 +357,11 @@ def analyse(
         meta = store.read_meta(conn)
         key = store.answer_key(conn)
         answers = store.all_answers(conn)
+        if rater is not None and rater not in {a.rater for a in answers}:
+            raters = sorted({a.rater for a in answers})
+            raise ValueError(
+                f"--rater {rater!r}: no answers; raters: {', '.join(raters) or 'none'}"
+            )
         notes: list[str] = []
         result: dict[str, Any] = {
             "study": str(study),
@@ -397,8 +402,6 @@ def analyse(
         for i in per_image
     }
     result["correlations"] = correlations(per_image, quality) if answers else []
-    if rater is not None and rater not in quality:
-        raise ValueError(f"--rater {rater!r}: no answers; raters: {', '.join(sorted(quality))}")
     if out is not None and answers and any(per_image.values()):
         who = rater or MEAN_RATER
         result["regression_plot"] = str(
