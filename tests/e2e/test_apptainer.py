@@ -1,0 +1,92 @@
+"""With ``FETALGAN_IMAGE`` set, `slurm/ray_cluster.sh` runs every ray and python command as
+``apptainer exec --nv --bind WORKDIR,SWEEP DIR,CACHE,EXTRA IMAGE CMD``. Apptainer cannot be
+installed on these machines: a recorder stands in for it (harness/fake_apptainer.py), checks
+and logs each command line, and runs the command natively on a PATH without the venv, so the
+sweep only works if every command went through the wrapper."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from harness.jobs import SCRIPT, SMOKE, VENV, job_env, mlflow_runs, ray_leftovers, sbatch_wait
+
+pytestmark = pytest.mark.e2e
+
+RECORDER = Path(__file__).parent / "harness" / "fake_apptainer.py"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@pytest.fixture
+def extra_data():
+    """A data directory outside the work dir, bound through FETALGAN_BIND."""
+    path = Path(tempfile.mkdtemp(prefix="fg-data-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_commands_run_through_apptainer_exec(slurm_single, workdir, e2e_cache, extra_data):
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apptainer").symlink_to(RECORDER)
+    image = workdir / "fetalgan.sif"
+    image.write_bytes(os.urandom(4096))
+    log = workdir / "apptainer.jsonl"
+    env = job_env(
+        slurm_single,
+        workdir,
+        e2e_cache,
+        FETALGAN_IMAGE=str(image),
+        FETALGAN_BIND=str(extra_data),
+        FETALGAN_VENV="",
+        FAKE_APPTAINER_LOG=str(log),
+        FAKE_APPTAINER_PATH=str(VENV / "bin"),  # the image's environment, for the recorder
+        PATH=f"{bin_dir}:{SYSTEM_PATH}",  # no fetalgan, ray or venv python outside the "image"
+    )
+    job = sbatch_wait(slurm_single, workdir, ["--cpus-per-task=2", str(SCRIPT), str(SMOKE)], env)
+    assert job.returncode == 0, job.describe()
+    assert ray_leftovers(job.job_id) == []
+
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["error"] for r in records if r["error"]] == []
+    binds = ",".join(str(p) for p in (workdir, SMOKE.parent, e2e_cache, extra_data))
+    prefix = ["exec", "--nv", "--bind", binds, str(image)]
+    assert all(r["argv"][:5] == prefix for r in records), [r["argv"][:5] for r in records]
+    commands = [r["argv"][5:] for r in records]
+
+    assert commands[0][:2] == ["python", "-c"] and commands[0][-1] == str(SMOKE)  # config
+    head = [
+        "ray",
+        "start",
+        "--block",
+        f"--temp-dir=/tmp/ray-{job.job_id}.0",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--disable-usage-stats",
+        "--head",
+        "--port=6379",
+        "--include-dashboard=false",
+    ]
+    assert commands[1] == head
+    status = commands[2:-1]
+    assert status and all(c[:2] == ["ray", "status"] for c in status), status
+    assert commands[-1] == [
+        "fetalgan",
+        "sweep",
+        str(SMOKE),
+        "--storage",
+        str(workdir / "ray_results"),
+    ]
+
+    # The runs record which image they ran in.
+    _, _, children = mlflow_runs(env["MLFLOW_TRACKING_URI"], "smoke")
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert len(children) == 2
+    for child in children:
+        assert child.data.tags.get("container_image") == str(image)
+        assert child.data.tags.get("container_image_sha256") == digest
