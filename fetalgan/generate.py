@@ -37,7 +37,7 @@ def generate(
     whatever the batch size."""
     import torch
 
-    from fetalgan.images import write_grid, write_images
+    from fetalgan.images import GRID_NAME, write_grid, write_images
     from fetalgan.models import family
     from fetalgan.train import to_uint8_tensor
 
@@ -64,7 +64,7 @@ def generate(
             images = to_uint8_tensor(model.decode(networks, z, cfg))
             paths += write_images(images, out_dir, start=start)
             if start == 0:
-                write_grid(images[:64], out_dir / "grid.png")
+                write_grid(images[:64], out_dir / GRID_NAME)
             if bar is not None:
                 bar.update(z.shape[0])
     if bar is not None:

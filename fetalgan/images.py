@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+GRID_NAME = "grid.png"  # the contact sheet `generate` writes beside its images; not one of them
 
 
 def read_grey(path: str | Path) -> np.ndarray:
@@ -49,7 +50,10 @@ def make_grid(images, nrow: int | None = None, pad: int = 2) -> np.ndarray:
     grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.uint8)
     for i, img in enumerate(arr):
         r, c = divmod(i, nrow)
-        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
+        grid[
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + c * (w + pad) : pad + c * (w + pad) + w,
+        ] = img
     return grid
 
 
@@ -70,11 +74,18 @@ def write_images(images, out_dir: str | Path, *, start: int = 0, prefix: str = "
 
 
 def list_images(directory: str | Path) -> list[Path]:
-    """Image files directly in ``directory``, sorted by name; errors if missing or empty."""
+    """Image files directly in ``directory``, sorted by name; errors if missing or empty.
+
+    ``grid.png`` (the sample sheet ``fetalgan generate`` writes next to its images) is left out,
+    so ``generate --out DIR`` followed by ``evaluate --fake DIR`` reads only the samples."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: image folder not found")
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(
+        p
+        for p in directory.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.name != GRID_NAME
+    )
     if not files:
         raise ValueError(f"{directory}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return files

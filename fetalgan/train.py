@@ -125,6 +125,7 @@ class StepContext:
 
     def __init__(self, device, amp_dtype, wrapped: dict):
         self.device, self.amp_dtype, self.wrapped = device, amp_dtype, wrapped
+        self.epoch = 0  # the loop sets the current 0-based epoch before each one
 
     def autocast(self):
         import torch
@@ -190,7 +191,9 @@ def train(
     state = load_checkpoint(resume) if resume else None
     extra = dict(state.get("extra", {}) if state else {}) | dict(extra or {})
 
-    dataset = load_training_images(cfg.data, cfg.resolution, seed=cfg.seed, progress=show)
+    # Real images at the size the family trains on (dsrgan: 2 x resolution for its SR stage).
+    real_resolution = getattr(model, "real_resolution", lambda c: c.resolution)(cfg)
+    dataset = load_training_images(cfg.data, real_resolution, seed=cfg.seed, progress=show)
     real_images = dataset.images.to(device)  # (N, 1, R, R) uint8, resident on the device
     n_real = real_images.shape[0]
     if n_real < 2:
@@ -251,6 +254,7 @@ def train(
 
     # ---- the loop --------------------------------------------------------------------------
     for epoch in range(start_epoch, cfg.epochs):
+        ctx.epoch = epoch  # 0-based; multi-stage families (dsrgan) switch on it
         for net in wrapped.values():
             net.train()
         order = torch.randperm(n_real, device=device)  # same on every rank (same seed/state)

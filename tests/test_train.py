@@ -7,7 +7,7 @@ from fetalgan import models
 from fetalgan.checkpoint import load_checkpoint
 from fetalgan.config import TrainConfig, with_overrides
 from fetalgan.generate import generate
-from fetalgan.images import read_grey
+from fetalgan.images import list_images, read_grey
 from fetalgan.train import train
 
 
@@ -125,6 +125,7 @@ def test_generate_count_size_and_determinism(tmp_path):
     assert len(paths) == 10 and len(list((tmp_path / "g1").glob("img_*.png"))) == 10
     assert read_grey(paths[0]).shape == (32, 32)
     assert (tmp_path / "g1" / "grid.png").is_file()
+    assert list_images(tmp_path / "g1") == paths  # the grid is not read back as a sample
     again = generate(ckpt, 10, tmp_path / "g2", seed=3, batch_size=7, progress=False)
     assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
     other = generate(ckpt, 2, tmp_path / "g3", seed=4, progress=False)
