@@ -36,6 +36,8 @@
 #                        0: stop there (resubmit the same command to resume).
 #   RAY_AUTH_MODE        Default `disabled` (a ~/.ray/auth_token left by a local ray.init
 #                        would otherwise make `ray start` demand tokens that clients lack).
+# Exported here for `fetalgan sweep` and the Ray nodes: RAY_ADDRESS (the head's IP:port),
+# RAY_AUTH_MODE, MLFLOW_TRACKING_URI.
 # Set by Slurm: SLURM_JOB_ID, SLURM_JOB_NODELIST, SLURM_JOB_NUM_NODES, SLURMD_NODENAME,
 # SLURM_CPUS_PER_TASK, SLURM_GPUS_ON_NODE or SLURM_GPUS_PER_NODE, SLURM_RESTART_COUNT.
 set -euo pipefail
