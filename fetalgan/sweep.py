@@ -25,6 +25,7 @@ the driver (a Tune callback), so the store has one writer however many trials ru
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -54,6 +55,7 @@ from fetalgan.config import (
 # Tune's own result keys, not logged as metrics (ray's lists are added when ray is imported).
 _TUNE_KEYS = {"done", "checkpoint_dir_name", "checkpoint_path", "should_checkpoint", "trial_id"}
 STATE_FILE = "fetalgan_sweep.json"  # in the experiment dir: parent run id, tracking URI
+SAVED_SWEEP = "fetalgan_sweep.yaml"  # in the experiment dir: the sweep as started (for resume)
 CHECKPOINT_FILE = "checkpoint.pt"
 # Columns of the progress table (those a trial reports).
 PROGRESS_METRICS = {
@@ -385,6 +387,20 @@ def trial_dirname(trial) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _timed(hook):
+    """Adds the hook's wall time to ``self.seconds`` (the driver time spent on tracking)."""
+
+    @functools.wraps(hook)
+    def wrapper(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return hook(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    return wrapper
+
+
 def _tracking_callback_class():
     from ray import tune
     from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
@@ -408,6 +424,7 @@ def _tracking_callback_class():
             self.ended: set[str] = set()
             self.stopped_early: set[str] = set()
             self.interrupted = False
+            self.seconds = 0.0  # driver time spent in these hooks
 
         def __getstate__(self):  # Tune pickles its RunConfig: keep only the arguments
             return {"tracker_args": self.tracker_args, "spec": self.spec}
@@ -431,6 +448,7 @@ def _tracking_callback_class():
                 train_config_from_dict(self.spec["base"]), trial.config, self.spec["encoded"]
             )
 
+        @_timed
         def on_trial_start(self, iteration, trials, trial, **info):
             cfg = self._cfg(trial)
             name = f"{trial.trial_id} {_describe(trial.config)}".strip()
@@ -447,24 +465,32 @@ def _tracking_callback_class():
                 self.runs[trial.trial_id] = run_id
             return self.runs[trial.trial_id]
 
+        @_timed
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            """An evaluation is logged once its checkpoint is stored: an interruption between
+            the two makes the trial redo that evaluation, which must not log it twice."""
             run_id = self._run(trial)
             if run_id is None or "epoch" not in result:
                 return
             logged = {k: v for k, v in result.items() if k not in _TUNE_KEYS}
-            epoch = int(result["epoch"])
-            is_best = self._tracker().log_result(run_id, {**logged, "epoch": epoch})
             if result.get("checkpoint_path"):  # data-parallel trial: Train stored it already
-                self._log_files(run_id, Path(result["checkpoint_path"]), epoch, is_best)
-            else:
-                self.pending[trial.trial_id] = (epoch, is_best)
+                self._log_evaluation(run_id, logged, Path(result["checkpoint_path"]))
+            elif result.get("should_checkpoint"):
+                self.pending[trial.trial_id] = logged
+            else:  # an evaluation without checkpoint (none today): metrics only
+                self._tracker().log_result(run_id, logged)
 
+        @_timed
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
             run_id = self._run(trial)
             if run_id is None or trial.trial_id not in self.pending:
                 return
-            epoch, is_best = self.pending.pop(trial.trial_id)
-            self._log_files(run_id, Path(checkpoint.path), epoch, is_best)
+            self._log_evaluation(run_id, self.pending.pop(trial.trial_id), Path(checkpoint.path))
+
+        def _log_evaluation(self, run_id: str, logged: dict, directory: Path) -> None:
+            epoch = int(logged["epoch"])
+            is_best = self._tracker().log_result(run_id, logged)
+            self._log_files(run_id, directory, epoch, is_best)
 
         def _log_files(self, run_id: str, directory: Path, epoch: int, is_best: bool) -> None:
             self._tracker().log_evaluation_files(
@@ -475,6 +501,7 @@ def _tracking_callback_class():
                 is_best=is_best,
             )
 
+        @_timed
         def on_trial_complete(self, iteration, trials, trial, **info):
             run_id = self._run(trial)
             if run_id is None:
@@ -486,6 +513,7 @@ def _tracking_callback_class():
             self._tracker().end_trial(run_id, "FINISHED", stopped_early=stopped)
             self.ended.add(trial.trial_id)
 
+        @_timed
         def on_trial_error(self, iteration, trials, trial, **info):
             run_id = self._run(trial)
             if run_id is None:
@@ -493,11 +521,13 @@ def _tracking_callback_class():
             self._tracker().end_trial(run_id, "FAILED", error=_trial_error(trial))
             self.ended.add(trial.trial_id)
 
+        @_timed
         def on_trial_recover(self, iteration, trials, trial, **info):
             run_id = self._run(trial)
             if run_id is not None:  # it restarts from its last checkpoint into this run
                 self._tracker().client.set_tag(run_id, "restarts", str(trial.num_failures))
 
+        @_timed
         def on_experiment_end(self, trials, **info):
             killed = [t for t in trials if t.trial_id in self.runs and t.trial_id not in self.ended]
             unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
@@ -664,17 +694,23 @@ def run_sweep(
     """
     t_start = time.perf_counter()
     cfg = load(path_or_cfg, overrides)
-    cwd = Path.cwd()
     root = storage_root(cfg, storage)
     exp_dir = root / cfg.name
     state_file = exp_dir / STATE_FILE
     state = json.loads(state_file.read_text()) if resume and state_file.is_file() else {}
-    # With --resume the saved experiment defines the sweep (the file only names it).
-    base = _absolute_paths(cfg.base, cwd)
+    if resume and (exp_dir / SAVED_SWEEP).is_file():
+        # A resumed sweep keeps the settings it started with (the file only names it).
+        if overrides:
+            raise ConfigError("--set: a resumed sweep keeps the settings it was started with")
+        cfg = load(exp_dir / SAVED_SWEEP)
+    cfg = SweepConfig(**{**vars(cfg), "base": _absolute_paths(cfg.base, Path.cwd())})
+    base = cfg.base
 
     # MLflow first: an unreachable server must fail before Ray starts.
     tracker = None
+    tracking_setup_s = 0.0  # driver time for MLflow outside the callback (store, parent, end)
     if tracking:
+        start = time.perf_counter()
         from fetalgan.tracking import SweepTracker
 
         tracker = SweepTracker(
@@ -684,16 +720,20 @@ def run_sweep(
             tracking_uri=tracking_uri or state.get("tracking_uri"),
             checkpoint_epochs=tuple(cfg.checkpoint_epochs),
         )
+        tracking_setup_s += time.perf_counter() - start
     from ray import tune
 
     _prepare_experiment_dir(exp_dir, resume)
+    (exp_dir / SAVED_SWEEP).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     if tracker is not None:
+        start = time.perf_counter()
         tracker.start_parent(state.get("parent_run_id"), tags={"experiment_path": str(exp_dir)})
         tracker.log_sweep_config(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         state = {"parent_run_id": tracker.parent_run_id, "tracking_uri": tracker.tracking_uri}
         state_file.write_text(json.dumps(state, indent=2) + "\n")
+        tracking_setup_s += time.perf_counter() - start
     if warm_statistics:
-        warm_real_statistics(SweepConfig(**{**vars(cfg), "base": base}))
+        warm_real_statistics(cfg)
 
     spec = {
         "name": cfg.name,
@@ -774,11 +814,14 @@ def run_sweep(
     interrupted = callback.interrupted if callback is not None else _grid_unfinished(grid)
     summary = _summarise(cfg, grid, exp_dir, callback, tracker, interrupted)
     if tracker is not None:
+        start = time.perf_counter()
         best = tracker.finish_parent(
             "KILLED" if interrupted else "FINISHED", register=not interrupted
         )
         if best is not None and summary["best"] is not None:
             summary["best"]["registered_version"] = best.get("model_version")
+        tracking_setup_s += time.perf_counter() - start
+        summary["tracking_s"] = tracking_setup_s + callback.seconds
     summary["wall_s"] = time.perf_counter() - t_start
     print_summary(summary)
     return summary
