@@ -17,7 +17,7 @@
 #   --auth          MLflow basic auth (users, permissions); see mlflow/README.md
 #   --allowed-hosts LIST
 #                   Host headers the server answers (MLflow's DNS-rebinding guard); the
-#                   default for a non-loopback --host adds this machine's names
+#                   default for a non-loopback --host adds this machine's names and addresses
 #
 # Environment read here:
 #   FETALGAN_VENV                   Python environment with mlflow (default ./.venv if it has
@@ -77,8 +77,8 @@ if [[ $HOST == 127.0.0.1 || $HOST == localhost ]]; then
 else
     SHOWN=$(hostname -f 2>/dev/null || hostname)
     if [[ -z $ALLOWED ]]; then # MLflow's defaults (loopback, private ranges) plus our names
-        ALLOWED=localhost,localhost:*,127.0.0.1,127.0.0.1:*,10.*,192.168.*,172.*,fd00:*
-        for name in "$(hostname -s)" "$SHOWN" "$HOST"; do ALLOWED+=,$name,$name:*; done
+        ALLOWED='localhost,localhost:*,127.0.0.1,127.0.0.1:*,10.*,192.168.*,172.*,fd00:*'
+        for name in "$(hostname -s)" "$SHOWN" "$HOST" $(hostname -I 2>/dev/null); do ALLOWED+=",$name,$name:*"; done
     fi
 fi
 [[ -n $ALLOWED ]] && args+=(--allowed-hosts "$ALLOWED")

@@ -133,6 +133,7 @@ cleanup() {
 }
 trap cleanup EXIT
 INTERRUPTED=
+# shellcheck disable=SC2317  # invoked by the traps below
 forward() { # USR1 (time limit near) or TERM (scancel): let Tune save the experiment
     INTERRUPTED=$1
     log "got SIG$1: asking the sweep to save and stop"
@@ -174,22 +175,24 @@ done
 log "Ray cluster up: $joined nodes (${NODES[*]})"
 
 # The driver runs here, in the background, so the traps above can forward signals to it.
-"${RUN[@]}" fetalgan sweep "$SWEEP" --storage "$STORAGE" "${RESUME[@]}" "$@" &
-DRIVER_PID=$!
 status=0
-wait "$DRIVER_PID" || status=$?
-while ((status > 128)) && kill -0 "$DRIVER_PID" 2>/dev/null; do # a trap interrupted wait
-    status=0
+if [[ -z $INTERRUPTED ]]; then # a signal during start-up: nothing to save, go to the end
+    "${RUN[@]}" fetalgan sweep "$SWEEP" --storage "$STORAGE" "${RESUME[@]}" "$@" &
+    DRIVER_PID=$!
     wait "$DRIVER_PID" || status=$?
-done
-DRIVER_PID=
-log "sweep exited with status $status"
+    while ((status > 128)) && kill -0 "$DRIVER_PID" 2>/dev/null; do # a trap interrupted wait
+        status=0
+        wait "$DRIVER_PID" || status=$?
+    done
+    DRIVER_PID=
+    log "sweep exited with status $status"
+fi
 
 if [[ -n $INTERRUPTED ]]; then
     if [[ $INTERRUPTED == USR1 && ${FETALGAN_REQUEUE:-1} == 1 ]]; then
         cleanup # Ray first: a requeue would leave its steps to Slurm's slower KillWait
         log "requeueing job $SLURM_JOB_ID to resume $STORAGE/$NAME"
-        scontrol requeue "$SLURM_JOB_ID"
+        scontrol requeue "$SLURM_JOB_ID" || log "requeue refused: resubmit the same command to resume"
     else
         log "interrupted: state saved in $STORAGE/$NAME; resubmit the same command to resume"
     fi

@@ -172,3 +172,19 @@ def test_basic_auth(tmp_path):
         assert (tmp_path / "b" / "secret_key").stat().st_mode & 0o077 == 0
     finally:
         server.stop()
+
+
+def test_all_interfaces_answers_this_hosts_names_only(tmp_path):
+    """--host 0.0.0.0: compute nodes address the server by this machine's name or address;
+    MLflow's DNS-rebinding guard must accept those and still refuse foreign Host headers."""
+    import socket
+
+    env = {**os.environ, "FETALGAN_VENV": str(VENV)}
+    server = MlflowServer(SERVER, tmp_path / "s", "--host", "0.0.0.0", env=env)
+    try:
+        search = f"{server.url}/api/2.0/mlflow/experiments/search"
+        own = socket.gethostname().split(".")[0]
+        assert http(search, {"max_results": 1}, host=f"{own}:{server.port}")[0] == 200
+        assert http(search, {"max_results": 1}, host=f"evil.example:{server.port}")[0] == 403
+    finally:
+        server.stop()

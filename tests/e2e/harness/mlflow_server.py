@@ -12,11 +12,20 @@ from .procs import Daemon, wait_for
 from .slurm import free_port
 
 
-def http(url: str, payload: dict | None = None, *, auth: tuple[str, str] | None = None):
-    """(status, body) of a GET (or a POST of ``payload`` as JSON); HTTP errors included."""
+def http(
+    url: str,
+    payload: dict | None = None,
+    *,
+    auth: tuple[str, str] | None = None,
+    host: str | None = None,
+):
+    """(status, body) of a GET (or a POST of ``payload`` as JSON); HTTP errors included.
+    ``host`` overrides the Host header."""
     data = json.dumps(payload).encode() if payload is not None else None
     request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
     request.add_header("Content-Type", "application/json")
+    if host:
+        request.add_header("Host", host)
     if auth:
         request.add_header("Authorization", "Basic " + b64encode(":".join(auth).encode()).decode())
     try:
