@@ -288,7 +288,12 @@ def sweep_trial(config: dict, spec: dict) -> None:
     trial_id = context.get_trial_id()
     trial_dir = Path(context.get_trial_dir())
     cfg = trial_config(train_config_from_dict(spec["base"]), config, spec["encoded"])
-    extra = {"trial_id": trial_id, "sweep": spec["name"]}
+    # Stored in every checkpoint: which sweep, trial and MLflow parent run it belongs to.
+    extra = {
+        "trial_id": trial_id,
+        "sweep": spec["name"],
+        "mlflow_parent_run_id": spec.get("parent"),
+    }
     if spec["workers_per_trial"] > 1:
         _data_parallel_trial(cfg, spec, trial_id, trial_dir, extra)
         return
@@ -743,6 +748,7 @@ def run_sweep(
         "cpu": cfg.resources.cpu,
         "gpu": cfg.resources.gpu,
         "ddp_storage": str(exp_dir / "ddp"),
+        "parent": tracker.parent_run_id if tracker is not None else None,
     }
     callbacks = []
     callback = None
@@ -783,6 +789,9 @@ def run_sweep(
                 scheduler=_scheduler(cfg),
                 num_samples=cfg.num_samples,
                 trial_dirname_creator=trial_dirname,
+                # A finished trial's process takes the next one: torch and fetalgan stay
+                # imported (seconds per trial). Data-parallel trials start their own workers.
+                reuse_actors=cfg.workers_per_trial == 1,
                 trial_name_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
