@@ -544,9 +544,14 @@ def _tracking_callback_class():
 
 
 def _trial_error(trial) -> str:
-    """The telling line of a failed trial's error (the full traceback is in its error.txt)."""
-    error = trial.get_error()
-    lines = [ln.strip() for ln in str(error or "trial failed").splitlines() if ln.strip()]
+    """The telling line of a failed trial's error (the full traceback is in its error.txt).
+    Read from the driver's copy first: the storage copy is synced later."""
+    text = ""
+    if trial.error_file and Path(trial.error_file).is_file():
+        text = Path(trial.error_file).read_text(errors="replace")
+    if not text:
+        text = str(trial.get_error() or "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     telling = [ln for ln in lines if "Error" in ln or "error" in ln]
     return (telling[-1] if telling else lines[-1]) if lines else "trial failed"
 
