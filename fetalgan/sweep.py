@@ -621,7 +621,7 @@ def _prepare_experiment_dir(exp_dir: Path, resume: bool) -> None:
     exp_dir.mkdir(parents=True)
 
 
-def _ensure_ray(cfg: SweepConfig) -> bool:
+def _ensure_ray() -> bool:
     """Connect to ``$RAY_ADDRESS`` or start a local Ray; True if this call started it."""
     import ray
 
@@ -710,8 +710,8 @@ def run_sweep(
     state = json.loads(state_file.read_text()) if resume and state_file.is_file() else {}
     if resume and (exp_dir / SAVED_SWEEP).is_file():
         # A resumed sweep keeps the settings it started with (the file only names it).
-        if overrides:
-            raise ConfigError("--set: a resumed sweep keeps the settings it was started with")
+        if overrides:  # e.g. a requeued Slurm job repeating its command line
+            print("fetalgan sweep: --set ignored: a resumed sweep keeps its starting settings")
         cfg = load(exp_dir / SAVED_SWEEP)
     cfg = SweepConfig(**{**vars(cfg), "base": _absolute_paths(cfg.base, Path.cwd())})
     base = cfg.base
@@ -772,7 +772,7 @@ def run_sweep(
         callbacks.append(callback)
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the table reporter below, not AIR's
-    started_ray = _ensure_ray(cfg)
+    started_ray = _ensure_ray()
     trainable = _trainable(cfg, spec)
     if resume:
         tuner = tune.Tuner.restore(

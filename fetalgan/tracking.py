@@ -27,11 +27,13 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +231,7 @@ def _is_number(value: Any) -> bool:
 
 def _link_as(src: Path, name: str, tmp: Path) -> Path:
     """``tmp/name`` pointing at ``src`` (MLflow names an artefact after its file)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     dst = tmp / name
     dst.unlink(missing_ok=True)
     try:
@@ -266,7 +269,8 @@ class SweepTracker:
         self.experiment_id = self._ensure_experiment()
         self.parent_run_id: str | None = None
         self._best: dict[str, float] = {}  # run id -> best metric value so far
-        self._tmp = Path(tempfile.mkdtemp(prefix="fetalgan-mlflow-"))
+        self._tmp = Path(tempfile.mkdtemp(prefix="fetalgan-mlflow-"))  # artefact names
+        weakref.finalize(self, shutil.rmtree, self._tmp, ignore_errors=True)
 
     def _ensure_experiment(self) -> str:
         from mlflow.exceptions import MlflowException
@@ -484,6 +488,7 @@ class SweepTracker:
         ax_metric.set_xlabel("epoch")
         ax_metric.legend()
         fig.tight_layout()
+        self._tmp.mkdir(parents=True, exist_ok=True)
         path = self._tmp / "curves.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
