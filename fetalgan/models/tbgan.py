@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fetalgan.models import diffaugment
+from fetalgan.models import dcgan, diffaugment
 
 LOSS_NAMES = ("loss_d", "r1", "loss_g")
 
@@ -209,15 +209,8 @@ def build(cfg) -> dict[str, nn.Module]:
     return {"generator": Generator(cfg), "discriminator": Discriminator(cfg)}
 
 
-def make_optimizers(cfg, networks: dict[str, nn.Module]) -> dict:
-    """Adam at ``lr_g``/``lr_d`` with ``betas`` and ``weight_decay``."""
-    lrs = {"generator": cfg.lr_g, "discriminator": cfg.lr_d}
-    return {
-        name: torch.optim.Adam(
-            net.parameters(), lr=lrs[name], betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
-        )
-        for name, net in networks.items()
-    }
+# Adam at lr_g/lr_d with betas and weight_decay: the same as DCGAN's.
+make_optimizers = dcgan.make_optimizers
 
 
 def train_step(networks, optimizers, real, cfg, ctx):
