@@ -1,5 +1,6 @@
 import pytest
 import torch
+from model_helpers import TINY_UNET, tiny_config
 
 from fetalgan.checkpoint import load_checkpoint
 from fetalgan.config import ConfigError, TrainConfig, load_train, with_overrides
@@ -9,36 +10,8 @@ from fetalgan.models import build, ddpm
 from fetalgan.train import train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, and do not fight other jobs for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_ddpm(tmp_path, **overrides) -> TrainConfig:
-    base = {
-        "model": "ddpm",
-        "resolution": 32,
-        "data.size": 12,
-        "data.phantom_n": 16,
-        "data.cache_dir": str(tmp_path / "cache"),
-        "batch_size": 6,
-        "epochs": 2,
-        "eval_every": 1,
-        "eval_n": 4,
-        "eval_metrics": [],
-        "precision": "fp32",
-        "lr_g": 1.0e-3,
-        "betas": [0.9, 0.999],
-        "ddpm.block_out_channels": [8, 16],
-        "ddpm.layers_per_block": 1,
-        "ddpm.num_train_timesteps": 50,
-        "ddpm.sample_steps": 4,
-    }
-    return with_overrides(TrainConfig(), base | overrides)
+    return tiny_config(tmp_path, "ddpm", TINY_UNET | {"ddpm.sample_steps": 4} | overrides)
 
 
 def test_trains_two_intervals_resumes_exactly_and_generates(tmp_path):

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from model_helpers import TINY_UNET, tiny_config
 from skimage.exposure import match_histograms
 
 from fetalgan.checkpoint import load_checkpoint
@@ -14,40 +15,23 @@ from fetalgan.models import build, dsrgan
 from fetalgan.train import train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, and do not fight other jobs for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_dsrgan(tmp_path, **overrides) -> TrainConfig:
-    base = {
-        "model": "dsrgan",
-        "resolution": 32,
-        "data.size": 12,
-        "data.phantom_n": 16,
-        "data.cache_dir": str(tmp_path / "cache"),
-        "batch_size": 5,  # 12 images: batches of 5, 5, 2 -> 3 steps per epoch
-        "epochs": 3,
-        "eval_every": 1,
-        "eval_n": 3,
-        "eval_metrics": [],
-        "precision": "fp32",
-        "ndf": 8,
-        "lr_g": 1.0e-3,
-        "betas": [0.9, 0.999],
-        "ddpm.block_out_channels": [8, 16],
-        "ddpm.layers_per_block": 1,
-        "ddpm.num_train_timesteps": 50,
-        "ddpm.sample_steps": 3,
-        "dsrgan.epochs_a": 1,
-        "dsrgan.sr_blocks": 2,
-        "dsrgan.sr_width": 8,
-    }
-    return with_overrides(TrainConfig(), base | overrides)
+    return tiny_config(
+        tmp_path,
+        "dsrgan",
+        TINY_UNET
+        | {
+            "batch_size": 5,  # 12 images: batches of 5, 5, 2 -> 3 steps per epoch
+            "epochs": 3,
+            "eval_n": 3,
+            "ndf": 8,
+            "ddpm.sample_steps": 3,
+            "dsrgan.epochs_a": 1,
+            "dsrgan.sr_blocks": 2,
+            "dsrgan.sr_width": 8,
+        }
+        | overrides,
+    )
 
 
 def test_stages_resume_exactly_across_the_boundary_and_generate_twice_the_size(tmp_path):

@@ -2,6 +2,7 @@ import contextlib
 
 import pytest
 import torch
+from model_helpers import tiny_config
 
 from fetalgan.checkpoint import load_checkpoint
 from fetalgan.config import ConfigError, TrainConfig, load_train, with_overrides
@@ -11,39 +12,23 @@ from fetalgan.models import build, diffaugment, tbgan
 from fetalgan.train import train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, and do not fight other jobs for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_tbgan(tmp_path, **overrides) -> TrainConfig:
-    base = {
-        "model": "tbgan",
-        "resolution": 32,
-        "data.size": 12,
-        "data.phantom_n": 16,
-        "data.cache_dir": str(tmp_path / "cache"),
-        "batch_size": 6,
-        "epochs": 2,
-        "eval_every": 1,
-        "eval_n": 4,
-        "eval_metrics": [],
-        "precision": "fp32",
-        "nz": 16,
-        "ngf": 8,
-        "ndf": 8,
-        "betas": [0.0, 0.99],
-        "tbgan.w_dim": 16,
-        "tbgan.mapping_layers": 2,
-        "tbgan.max_width": 32,
-        "tbgan.window_size": 4,
-        "tbgan.head_dim": 8,
-    }
-    return with_overrides(TrainConfig(), base | overrides)
+    return tiny_config(
+        tmp_path,
+        "tbgan",
+        {
+            "nz": 16,
+            "ngf": 8,
+            "ndf": 8,
+            "betas": [0.0, 0.99],
+            "tbgan.w_dim": 16,
+            "tbgan.mapping_layers": 2,
+            "tbgan.max_width": 32,
+            "tbgan.window_size": 4,
+            "tbgan.head_dim": 8,
+        }
+        | overrides,
+    )
 
 
 def test_trains_two_intervals_resumes_exactly_and_generates(tmp_path):
