@@ -11,10 +11,16 @@ anything; the two sides alternate and each keeps its best time):
 (b) Feature extraction, image files -> mu, sigma, on the same phantom folder: pytorch-fid's
     own ``calculate_fid_given_paths`` pipeline (``calculate_activation_statistics``: PIL RGB
     through a DataLoader with 1 worker, contiguous fp32) against fetalgan's
-    (``load_folder`` + ``extract_features``: grey uint8, channels_last fp32). Goal: >= 1.8x.
+    (``load_folder`` + ``extract_features``: grey uint8, channels_last fp32, 4 images per
+    network call on a CPU). Goal: >= 1.8x.
     pytorch-fid reads our weights from a temporary torch hub cache, so nothing is downloaded.
 
 Usage: ``python bench/metrics.py [--n 200] [--size 128] [--rounds 2]``.
+
+Measured here on a quiet moment (2 cores, SciPy 1.17): (a) 8.6 s vs 0.51 s -> 16.8x from
+covariances (this SciPy's sqrtm is far faster than the tens of seconds older ones took; ours is
+one Cholesky, two triangular products and one symmetric eigenvalue solve), 9.3 s vs 0.11 s ->
+86x in the Gram form, |dFID| <= 3.4e-6; (b) 12.4 vs 33.8 img/s -> 2.7x.
 """
 
 from __future__ import annotations

@@ -81,6 +81,7 @@ def paired_metrics(
         peak_signal_noise_ratio,
         structural_similarity,
     )
+    from tqdm.auto import tqdm
 
     metrics = tuple(metrics)
     unknown = [m for m in metrics if m not in PAIRED_METRICS]
@@ -103,8 +104,6 @@ def paired_metrics(
     pairs = pair_indices(len(real), len(fake), pairs_per_fake=pairs_per_fake, seed=seed)
     values = {m: np.empty(pairs.size) for m in metrics}
     k = 0
-    from tqdm.auto import tqdm
-
     with np.errstate(divide="ignore"):  # PSNR of an identical pair is inf, by definition
         bar = tqdm(pairs, desc="/".join(metrics), unit="fake", disable=not progress, leave=False)
         for fake_index, real_indices in enumerate(bar):

@@ -40,6 +40,11 @@ ENV_WEIGHTS = "FETALGAN_FID_WEIGHTS"
 # pytorch-fid's output blocks: feature dimension -> index of the last block needed.
 BLOCK_INDEX_BY_DIM = {64: 0, 192: 1, 768: 2, 2048: 3}
 
+# On a CPU the network runs this many images at a time, whatever ``batch_size`` is: the
+# activations then stay in cache. Measured here (2 cores, fp32 channels_last): 4 -> 33 img/s,
+# 8 -> 30, 16 -> 28, 50 -> 22.
+CPU_BATCH = 4
+
 
 # ---- weights lookup ---------------------------------------------------------------------------
 
@@ -308,7 +313,8 @@ def extract_features(
     """Inception features of ``(N, 1, H, W)`` (or ``(N, H, W)``) uint8 images -> ``(N, dims)`` float64.
 
     Pixels are scaled by 1/255 in float32, as pytorch-fid's ``ToTensor`` does. Batched, under
-    ``torch.inference_mode``; ``device`` defaults to the model's. ``precision="bf16"`` runs the
+    ``torch.inference_mode``; ``device`` defaults to the model's. On a CPU the network sees at
+    most :data:`CPU_BATCH` images at a time (faster there than large batches). ``precision="bf16"`` runs the
     network under bf16 autocast: faster on CPUs with AMX/AVX512-BF16 but features move by ~1.5 %,
     so use it only to rank trials, never for a reported FID.
     """
@@ -326,6 +332,8 @@ def extract_features(
         from tqdm import tqdm
 
         bar = tqdm(total=n, desc=desc, unit="img", leave=False)
+    if device.type == "cpu":
+        batch_size = min(batch_size, CPU_BATCH)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             batch = images[start : start + batch_size].to(device, non_blocking=True)
