@@ -45,6 +45,9 @@ format: install
 
 bench: install
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/sweep_overhead.py
+	$(BIN)/python bench/generators.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
