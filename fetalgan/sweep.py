@@ -425,7 +425,9 @@ def _tracking_callback_class():
         def _init_runtime(self):
             self.tracker = None
             self.runs: dict[str, str] = {}  # trial id -> MLflow run id
-            self.pending: dict[str, tuple[int, bool]] = {}  # trial id -> (epoch, is_best)
+            self.pending: dict[str, dict] = {}  # trial id -> evaluation awaiting its checkpoint
+            self.files = None  # one background thread copying artefacts (see _log_files)
+            self.in_flight = None  # its current job
             self.ended: set[str] = set()
             self.stopped_early: set[str] = set()
             self.interrupted = False
@@ -498,7 +500,17 @@ def _tracking_callback_class():
             self._log_files(run_id, directory, epoch, is_best)
 
         def _log_files(self, run_id: str, directory: Path, epoch: int, is_best: bool) -> None:
-            self._tracker().log_evaluation_files(
+            """Sample grid, curves and checkpoints go to MLflow in a background thread, so the
+            trial (which waits for the driver between evaluations) does not wait for the
+            copies. One job at a time: the checkpoint being copied is never one Tune has
+            already replaced (it keeps the last two)."""
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._flush()
+            if self.files is None:
+                self.files = ThreadPoolExecutor(1, thread_name_prefix="fetalgan-mlflow")
+            self.in_flight = self.files.submit(
+                self._tracker().log_evaluation_files,
                 run_id,
                 epoch,
                 checkpoint_file=directory / CHECKPOINT_FILE,
@@ -506,8 +518,15 @@ def _tracking_callback_class():
                 is_best=is_best,
             )
 
+        def _flush(self) -> None:
+            """Wait for the artefact job; its error, if any, is raised here."""
+            if self.in_flight is not None:
+                job, self.in_flight = self.in_flight, None
+                job.result()
+
         @_timed
         def on_trial_complete(self, iteration, trials, trial, **info):
+            self._flush()  # its artefacts are in before the run ends
             run_id = self._run(trial)
             if run_id is None:
                 return
@@ -520,6 +539,7 @@ def _tracking_callback_class():
 
         @_timed
         def on_trial_error(self, iteration, trials, trial, **info):
+            self._flush()
             run_id = self._run(trial)
             if run_id is None:
                 return
@@ -534,6 +554,9 @@ def _tracking_callback_class():
 
         @_timed
         def on_experiment_end(self, trials, **info):
+            self._flush()
+            if self.files is not None:
+                self.files.shutdown()
             killed = [t for t in trials if t.trial_id in self.runs and t.trial_id not in self.ended]
             unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
             self.interrupted = bool(killed or unfinished)
