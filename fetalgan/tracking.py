@@ -517,6 +517,18 @@ class SweepTracker:
 # --------------------------------------------------------------------------------------------
 
 
+def _experiment(client, experiment: str, tracking_uri: str | None):
+    """The MLflow experiment named ``experiment``; ValueError listing the ones there."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ValueError(
+            f"MLflow experiment {experiment!r} not found in {resolve_tracking_uri(tracking_uri)}; "
+            f"experiments there: {', '.join(names) or 'none'}"
+        )
+    return exp
+
+
 def best_run(
     experiment: str,
     *,
@@ -532,13 +544,7 @@ def best_run(
     ValueError for an unknown experiment, NoBestRunError (a ValueError) when no run has it.
     """
     client = _client(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = [e.name for e in client.search_experiments()]
-        raise ValueError(
-            f"MLflow experiment {experiment!r} not found in {resolve_tracking_uri(tracking_uri)}; "
-            f"experiments there: {', '.join(names) or 'none'}"
-        )
+    exp = _experiment(client, experiment, tracking_uri)
     metric = metric or exp.tags.get("fetalgan.metric", "fid")
     mode = mode or exp.tags.get("fetalgan.mode", "min")
     if mode not in ("min", "max"):
@@ -661,17 +667,6 @@ def fetch_checkpoint(
 # Queries for reports and the reader study (``fetalgan report``, ``fetalgan study analyse``).
 # Read-only except log_run_artifacts; they hand back plain Python data, never MLflow objects.
 # ============================================================================================
-
-
-def _experiment(client, experiment: str, tracking_uri: str | None):
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = [e.name for e in client.search_experiments()]
-        raise ValueError(
-            f"MLflow experiment {experiment!r} not found in {resolve_tracking_uri(tracking_uri)}; "
-            f"experiments there: {', '.join(names) or 'none'}"
-        )
-    return exp
 
 
 def _run_record(client, run, *, with_history: bool) -> dict[str, Any]:
