@@ -848,7 +848,10 @@ def run_sweep(
 
             ray.shutdown()
 
-    interrupted = callback.interrupted if callback is not None else _grid_unfinished(grid)
+    # A stop signal between two trials leaves every started trial finished: also count them.
+    interrupted = (callback.interrupted if callback is not None else _grid_unfinished(grid)) or len(
+        grid
+    ) < expected_trials(cfg)
     summary = _summarise(cfg, grid, exp_dir, callback, tracker, interrupted)
     if tracker is not None:
         start = time.perf_counter()
@@ -862,6 +865,15 @@ def run_sweep(
     summary["wall_s"] = time.perf_counter() - t_start
     print_summary(summary)
     return summary
+
+
+def expected_trials(cfg: SweepConfig) -> int:
+    """Trials a complete sweep has: ``num_samples`` times the number of grid points."""
+    points = 1
+    for dist in cfg.space.values():
+        if "grid" in dist:
+            points *= len(dist["grid"])
+    return cfg.num_samples * points
 
 
 def _grid_unfinished(grid) -> bool:

@@ -245,7 +245,10 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     path = write_sweep(
         tmp_path,
         "resume",
-        tiny_base(tmp_path, epochs=6),
+        # Enough images that an epoch takes a while: the signal must land inside a trial.
+        tiny_base(
+            tmp_path, epochs=6, data={**tiny_base(tmp_path)["data"], "size": 512, "phantom_n": 512}
+        ),
         num_samples=3,
         max_concurrent=1,
         space={"lr_g": {"loguniform": [1e-4, 1e-3]}},

@@ -112,3 +112,20 @@ def test_unreachable_tracking_server_fails_before_ray_starts(tmp_path):
         run_sweep(path, storage=tmp_path / "rr", tracking_uri="http://127.0.0.1:9")
     assert not ray.is_initialized()
     assert not (tmp_path / "rr").exists()
+
+
+def test_expected_trials_counts_grid_points_times_samples(tmp_path):
+    """A sweep stopped between two trials is recognised by counting the trials it ran."""
+    from fetalgan.config import SweepConfig
+    from fetalgan.sweep import expected_trials
+
+    cfg = SweepConfig(
+        num_samples=2,
+        space={
+            "lr_g": {"grid": [1e-4, 1e-3]},
+            "data.size": {"grid": [5, 6, 7]},
+            "lr_d": {"uniform": [1e-4, 1e-3]},
+        },
+    )
+    assert expected_trials(cfg) == 12
+    assert expected_trials(SweepConfig(num_samples=5)) == 5
