@@ -110,13 +110,24 @@ def _answers(study: Path) -> list[tuple]:
 
 def _submit(driver, button_id: str) -> None:
     """Click a submit button and wait until the browser has left the page."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.ID, button_id).click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+
+    def left_the_page(_driver) -> bool:
+        # Mid-navigation chromedriver may answer "Node with given id does not belong to the
+        # document" (a plain WebDriverException) instead of a stale-element error: both mean
+        # the old document is gone.
+        try:
+            old.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException is one of these
+            return True
+        return False
+
+    WebDriverWait(driver, 30).until(left_the_page)
 
 
 def _progress(driver) -> str:
