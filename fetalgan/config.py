@@ -53,7 +53,9 @@ class DataConfig:
     brain_plane: str | None = None  # planes only: Brain_plane filter, e.g. "Trans-cerebellum"
     machine: str | None = None  # planes only: US_Machine filter, e.g. "Voluson E6"
     train_split: bool | None = None  # planes only: Train column (true = 1, false = 0, null = both)
-    cache_dir: str | None = None  # decoded-tensor cache; default $FETALGAN_CACHE or ~/.cache/fetalgan
+    cache_dir: str | None = (
+        None  # decoded-tensor cache; default $FETALGAN_CACHE or ~/.cache/fetalgan
+    )
 
 
 @dataclass
@@ -174,8 +176,12 @@ class SweepConfig:
     max_failures: int = 2  # restarts of a crashed trial from its last checkpoint
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    storage: str | None = None  # Tune storage dir (shared FS); default $FETALGAN_STORAGE or ./ray_results
-    checkpoint_epochs: list[int] = field(default_factory=list)  # also kept in MLflow as checkpoint/epoch_NNNN.pt
+    storage: str | None = (
+        None  # Tune storage dir (shared FS); default $FETALGAN_STORAGE or ./ray_results
+    )
+    checkpoint_epochs: list[int] = field(
+        default_factory=list
+    )  # also kept in MLflow as checkpoint/epoch_NNNN.pt
     base: TrainConfig = field(default_factory=TrainConfig)
     space: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # key path -> distribution
 
@@ -219,8 +225,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 return _convert(value, arg, path)
             except ConfigError as err:
                 errors.append(err)
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"{path}: expected {_type_name(tp)}, got {value!r}"
+        raise (
+            errors[0]
+            if len(errors) == 1
+            else ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
         )
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -270,9 +278,7 @@ def _build(cls: type[T], data: dict, path: str) -> T:
     unknown = [k for k in data if k not in names]
     if unknown:
         where = f"{path}." if path else ""
-        raise ConfigError(
-            f"{where}{unknown[0]}: unknown key; expected one of {', '.join(names)}"
-        )
+        raise ConfigError(f"{where}{unknown[0]}: unknown key; expected one of {', '.join(names)}")
     kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -299,10 +305,14 @@ def validate_train(cfg: TrainConfig, prefix: str = "") -> TrainConfig:
     _choice(f"{p}model", cfg.model, MODEL_NAMES)
     r = cfg.resolution
     if r < 32 or r > 256 or r & (r - 1):
-        raise ConfigError(f"{p}resolution: must be a power of two in 32..256 (32, 64, 128, 256), got {r}")
+        raise ConfigError(
+            f"{p}resolution: must be a power of two in 32..256 (32, 64, 128, 256), got {r}"
+        )
     _choice(f"{p}data.kind", cfg.data.kind, DATA_KINDS)
     if cfg.data.kind != "phantom" and not cfg.data.root:
-        raise ConfigError(f"{p}data.root: required for data.kind {cfg.data.kind!r} (the dataset directory)")
+        raise ConfigError(
+            f"{p}data.root: required for data.kind {cfg.data.kind!r} (the dataset directory)"
+        )
     _positive(f"{p}data.size", cfg.data.size)
     _positive(f"{p}data.phantom_n", cfg.data.phantom_n)
     if cfg.data.kind == "phantom" and cfg.data.size and cfg.data.size > cfg.data.phantom_n:
@@ -420,7 +430,9 @@ def validate_space(space: dict[str, dict[str, list[Any]]], prefix: str = "space"
             for i, value in enumerate(args):  # each value must be valid for the key
                 _convert(value, TRAIN_KEYS[key], f"{path}.{kind}[{i}]")
             continue
-        if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        if len(args) != 2 or not all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) for a in args
+        ):
             raise ConfigError(f"{path}.{kind}: expected [low, high] numbers, got {args!r}")
         low, high = args
         if not low < high:
@@ -477,7 +489,9 @@ def apply_overrides(data: dict, overrides: list[str], *, prefix: str = "") -> di
     """Apply ``key.path=value`` strings (values parsed as YAML) to a nested dict, in place."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. lr_g=1e-3 or data.size=300")
+            raise ConfigError(
+                f"--set {item!r}: expected KEY=VALUE, e.g. lr_g=1e-3 or data.size=300"
+            )
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw else None
         node = data
