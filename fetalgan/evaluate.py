@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fetalgan.metrics.image import LBPV_KEYS
+
 ALL_METRICS = ("fid", "kid", "psnr", "mi", "ssim", "lbpv")
 RESULT_KEYS = (
     "fid",
@@ -21,12 +23,7 @@ RESULT_KEYS = (
     "psnr",
     "mi",
     "ssim",
-    "lbpv_l1",
-    "lbpv_l2",
-    "lbpv_v8",
-    "lbpv_v20",
-    "lbpv_v143",
-    "lbpv_v240",
+    *LBPV_KEYS,
     "n_real",
     "n_fake",
     "feature_dim",

@@ -34,17 +34,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from fetalgan.metrics.image import LBPV_KEYS
+
 # Metrics in the order a reader looks for them; others follow alphabetically.
 METRIC_ORDER = (
     "fid",
     "kid_mean",
     "kid_std",
-    "lbpv_l1",
-    "lbpv_l2",
-    "lbpv_v8",
-    "lbpv_v20",
-    "lbpv_v143",
-    "lbpv_v240",
+    *LBPV_KEYS,
     "loss_d",
     "loss_g",
 )

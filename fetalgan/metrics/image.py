@@ -20,6 +20,8 @@ import numpy as np
 
 PAIRED_METRICS = ("psnr", "mi", "ssim")
 LBPV_ELEMENTS = (8, 20, 143, 240)
+LBPV_ELEMENT_KEYS = tuple(f"lbpv_v{k}" for k in LBPV_ELEMENTS)  # |sLBPv - rLBPv| at each element
+LBPV_KEYS = ("lbpv_l1", "lbpv_l2", *LBPV_ELEMENT_KEYS)  # what lbpv_distance returns
 DATA_RANGE = 255  # 8-bit grey
 MI_BINS = 100  # scikit-image's default, stated so it cannot drift
 
@@ -172,5 +174,7 @@ def lbpv_distance(real_lbpv, fake_lbpv) -> dict:
         raise ValueError(f"LBPv vectors must be (256,), got real {real.shape}, fake {fake.shape}")
     diff = np.abs(fake - real)
     out = {"lbpv_l1": float(diff.sum()), "lbpv_l2": float(np.sqrt((diff * diff).sum()))}
-    out.update({f"lbpv_v{k}": float(diff[k]) for k in LBPV_ELEMENTS})
+    out.update(
+        {key: float(diff[k]) for key, k in zip(LBPV_ELEMENT_KEYS, LBPV_ELEMENTS, strict=True)}
+    )
     return out

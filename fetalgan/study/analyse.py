@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from fetalgan.metrics.image import LBPV_ELEMENT_KEYS
 from fetalgan.study import store
 
 MEAN_RATER = "mean of raters"
-IMAGE_METRICS = ("lbpv_v8", "lbpv_v20", "lbpv_v143", "lbpv_v240", "lbpv_l1", "psnr", "mi")
+IMAGE_METRICS = (*LBPV_ELEMENT_KEYS, "lbpv_l1", "psnr", "mi")
 METRIC_LABELS = {
     "fid": "FID of the generator",
     "lbpv_v8": "|V8 - rV8|",
