@@ -555,3 +555,34 @@ def with_overrides(cfg: TrainConfig, flat: dict[str, Any]) -> TrainConfig:
             node = node[part]
         node[last] = value
     return train_config_from_dict(data)
+
+
+def param_text(value: Any) -> str:
+    """A config value as an MLflow param string (lists and mappings as JSON, None as null):
+    :func:`param_value` reads it back with the key's declared type."""
+    import json
+
+    if value is None or isinstance(value, (list, dict, bool)):
+        return json.dumps(value)
+    return str(value)
+
+
+def param_value(key: str, text: str) -> Any:
+    """An MLflow param string of training key ``key`` (``lr_g``, ``data.size``) back to its
+    typed value, by the type TrainConfig declares for the key (not by guessing from the text).
+    Unknown keys and unreadable texts come back as the text."""
+    tp = TRAIN_KEYS.get(key)
+    if tp is None:
+        return text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if value is None and text in ("None", "null"):
+        value = None
+    elif text in ("True", "False"):  # str(bool), as earlier runs logged them
+        value = text == "True"
+    try:
+        return _convert(value, tp, key)
+    except ConfigError:
+        return text

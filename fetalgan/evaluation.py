@@ -1,0 +1,147 @@
+"""What "best" means and what one evaluation produced: the two values that travel from the
+trainer through Tune to MLflow and back out to ``fetalgan best``, the report and the study.
+
+- :class:`Objective` (``metric`` + ``mode``) is the one definition of best. The sweep's
+  ``metric``/``mode`` (or a standalone ``train``'s file's) decide which checkpoint the trainer
+  keeps as ``best.pt``, the per-run ``best_<metric>`` logged at every evaluation, and the
+  ranking of runs everywhere they are ranked: always by the best value over a run's history,
+  never by its last value.
+- :class:`Evaluation` is one evaluation's record, made in ``train()``: epoch, losses, metric
+  values, the number of fakes, the feature dimension, the identity of the real reference set,
+  the FID weights hash, and the sample-grid and checkpoint files. Numbers and bookkeeping are
+  separate fields, so nothing downstream filters a dict by hand.
+
+No torch, ray or mlflow import here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES = ("min", "max")
+LOSS_METRICS = ("loss_g", "loss_d")
+# eval_metrics entry -> the values it produces (prefixes; e.g. lbpv_l1, lbpv_v8)
+METRIC_SOURCES = ("fid", "kid", "lbpv")
+
+
+def metric_source(metric: str) -> str | None:
+    """The ``eval_metrics`` entry that produces ``metric``; None for a loss (always there).
+    ValueError for a key no evaluation reports."""
+    if metric in LOSS_METRICS or metric.startswith("loss_"):
+        return None
+    for source in METRIC_SOURCES:
+        if metric == source or metric.startswith(source + "_"):
+            return source
+    raise ValueError(
+        f"metric: unknown {metric!r}; expected fid, kid_mean, lbpv_l1, loss_g, loss_d "
+        "or another key a trial reports (fid*, kid*, lbpv*, loss_*)"
+    )
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What best means: ``metric`` minimised (``mode: min``) or maximised (``mode: max``)."""
+
+    metric: str = "fid"
+    mode: str = "min"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected min or max, got {self.mode!r}")
+
+    @property
+    def best_key(self) -> str:
+        """The metric key of a run's best value so far (``best_fid``)."""
+        return f"best_{self.metric}"
+
+    @property
+    def worst(self) -> float:
+        return math.inf if self.mode == "min" else -math.inf
+
+    def better(self, value: float, than: float | None) -> bool:
+        """``value`` strictly better than ``than`` (None or non-finite: anything finite is)."""
+        if not is_number(value):
+            return False
+        if than is None or not is_number(than):
+            return True
+        return value < than if self.mode == "min" else value > than
+
+    def best(self, values: Iterable[float | None]) -> float | None:
+        """The best finite value, None if there is none."""
+        finite = [v for v in values if is_number(v)]
+        if not finite:
+            return None
+        return min(finite) if self.mode == "min" else max(finite)
+
+    def pick(self, items: Iterable[Any], key) -> Any | None:
+        """The item whose ``key(item)`` is best (first on ties); None when none is finite."""
+        chosen, chosen_value = None, None
+        for item in items:
+            value = key(item)
+            if self.better(value, chosen_value):
+                chosen, chosen_value = item, value
+        return chosen
+
+
+@dataclass
+class Evaluation:
+    """One evaluation of a generator during training.
+
+    ``losses``: mean training losses over the epoch (``loss_g``, ``loss_d``, ...).
+    ``values``: the metrics of ``n_fake`` generated images against the real reference set
+    (``fid``, ``kid_mean``, ``kid_std``, ``lbpv_*``), plain floats.
+    ``best_value``: the run's best value of the objective's metric up to and including this
+    evaluation; ``is_best``: this evaluation set it (and wrote ``best.pt``).
+    """
+
+    epoch: int
+    losses: dict[str, float] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+    n_fake: int = 0
+    n_real: int | None = None
+    feature_dim: int | None = None
+    reference: str | None = None  # identity of the real set (dataset cache key)
+    weights_sha256: str | None = None  # FID Inception weights
+    eval_seconds: float = 0.0
+    objective: Objective = field(default_factory=Objective)
+    best_value: float | None = None
+    is_best: bool = False
+    sample_grid: str | None = None  # PNG of the first 64 fakes
+    checkpoint: str | None = None  # the full training state after this evaluation
+
+    def metrics(self) -> dict[str, float]:
+        """Every number to plot against epoch: losses, metric values, ``best_<metric>``,
+        ``eval_seconds``, ``n_fake``, ``n_real``, ``feature_dim`` (finite values only)."""
+        out: dict[str, float] = {**self.losses, **self.values}
+        if self.best_value is not None:
+            out[self.objective.best_key] = self.best_value
+        out["eval_seconds"] = self.eval_seconds
+        out["n_fake"] = self.n_fake
+        for key in ("n_real", "feature_dim"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return {k: float(v) for k, v in out.items() if is_number(v)}
+
+    def get(self, key: str) -> float | None:
+        return self.metrics().get(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON, Tune results, ``weights_only`` checkpoints)."""
+        data = dataclasses.asdict(self)
+        data["objective"] = {"metric": self.objective.metric, "mode": self.objective.mode}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        data = dict(data)
+        data["objective"] = Objective(**data.get("objective", {}))
+        return cls(**data)

@@ -1,0 +1,44 @@
+"""Names shared by what writes the MLflow store (:mod:`fetalgan.tracking.writer`) and what
+reads it (queries, ``fetalgan report``, ``fetalgan study analyse``). No mlflow import here."""
+
+from __future__ import annotations
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+ARTIFACT_DIR = "mlartifacts"  # beside a sqlite database file
+
+# Tags
+TRIAL_TAG = "fetalgan.trial_id"  # Tune trial id of a child run
+ROLE_TAG = "fetalgan.role"  # "sweep" (parent) or "trial" (child)
+ROLE_SWEEP = "sweep"
+ROLE_TRIAL = "trial"
+METRIC_TAG = "fetalgan.metric"  # on the experiment: the sweep's metric ...
+MODE_TAG = "fetalgan.mode"  # ... and mode (min | max)
+BEST_RUN_TAG = "best_run_id"  # on the parent: the best child run
+STOPPED_EARLY_TAG = "stopped_early"  # "true" when ASHA stopped the trial
+ERROR_TAG = "error"  # the telling line of a failed trial's error
+RESTARTS_TAG = "restarts"  # times a crashed trial restarted from its checkpoint
+WORKER_HOST_TAG = "worker_host"  # host name of the node that ran the trial
+WORKER_IP_TAG = "worker_ip"  # its IP address
+WEIGHTS_TAG = "weights_sha256"  # FID Inception weights behind the run's FID
+REFERENCE_TAG = "reference"  # identity of the real set the metrics compare with
+GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's standard source tag
+
+# Artefacts
+CHECKPOINT_DIR = "checkpoint"  # checkpoint/best.pt, checkpoint/last.pt, checkpoint/epoch_NNNN.pt
+BEST_CHECKPOINT = "best.pt"
+LAST_CHECKPOINT = "last.pt"
+SAMPLES_KEY = "samples"  # log_image key of the evaluation sample grids (step = epoch)
+CONFIG_ARTIFACT = "config.yaml"
+ENVIRONMENT_ARTIFACT = "environment.json"
+SWEEP_ARTIFACT = "sweep.yaml"
+MODEL_NAME = "model"  # the pyfunc model logged on the best run
+SYSTEM_PREFIX = "system/"  # per-trial system metrics (cpu_percent, rss_mb, gpu_*)
+
+
+def best_metric(metric: str) -> str:
+    """The metric key of a run's best value so far: ``best_fid`` for ``fid``."""
+    return f"best_{metric}"
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.pt"
