@@ -25,8 +25,9 @@ import torch
 
 from fetalgan.config import TrainConfig, with_overrides
 from fetalgan.data import load_training_images
+from fetalgan.devices import pick_device
 from fetalgan.models import build, ddpm, family
-from fetalgan.train import StepContext, autocast_dtype, pick_device
+from fetalgan.train import StepContext, autocast_dtype
 
 
 def _sync(device) -> None:

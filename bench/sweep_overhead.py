@@ -61,7 +61,8 @@ def main() -> int:
     )
     from fetalgan.data import load_training_images
     from fetalgan.metrics.stats import real_statistics
-    from fetalgan.sweep import load, run_sweep
+    from fetalgan.sweep import load_sweep as load
+    from fetalgan.sweep import run_sweep
     from fetalgan.train import train
 
     work = Path(tempfile.mkdtemp(prefix="fetalgan-bench-"))

@@ -1,43 +1,31 @@
 """The one checkpoint format: a single file with both networks, both optimisers, the epoch,
 the full config, RNG states and free-form ``extra`` (e.g. an MLflow run id).
 
-Written atomically (temp file in the same directory + ``os.replace``) so a crash mid-write
-never leaves a truncated checkpoint; read with ``torch.load(weights_only=True)`` so a
-checkpoint file cannot run code.
+Written with :func:`fetalgan.files.atomic_write` (a crash mid-write never leaves a truncated
+checkpoint; the file mode is ``fetalgan.files.FILE_MODE``); read with
+``torch.load(weights_only=True)`` so a checkpoint file cannot run code.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from fetalgan.files import atomic_write
+
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = "checkpoint.pt"  # the file a checkpoint directory holds (see resolve)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save({"format": FORMAT_VERSION, **state}, f))
 
 
 def resolve(path: str | Path) -> Path:
-    """A checkpoint file, or a directory holding ``checkpoint.pt``; error if neither."""
+    """A checkpoint file, or a directory holding :data:`CHECKPOINT_NAME`; error if neither."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME

@@ -15,13 +15,26 @@ from pathlib import Path
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fetalgan.config import load_train
+    from fetalgan.config import load_objective, load_train
     from fetalgan.train import train
 
     cfg = load_train(args.config, args.set)
-    metrics = train(cfg, resume=args.resume, run_dir=args.out, progress=not args.quiet)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "sample_grid"}, indent=2))
+    objective = load_objective(args.config) if _is_sweep_file(args.config) else None
+    evaluation = train(
+        cfg,
+        resume=args.resume,
+        run_dir=args.out,
+        progress=not args.quiet,
+        objective=objective,
+    )
+    print(json.dumps({"epoch": evaluation.epoch, **evaluation.metrics()}, indent=2))
     return 0
+
+
+def _is_sweep_file(path: str) -> bool:
+    from fetalgan.config import read_yaml
+
+    return "base" in read_yaml(path)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -93,7 +106,10 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(best, indent=2))
     else:
-        print(f"best run {best['run_id']}: {best['metric']} = {best['value']:.4g}")
+        print(
+            f"best run {best['run_id']} ({best['run_name']}): best {best['metric']} = "
+            f"{best['value']:.4g} ({best['mode']}imum over its evaluations)"
+        )
         print(f"checkpoint: {best['checkpoint_uri']}")
         for key, value in sorted(best["params"].items()):
             print(f"  {key} = {value}")
@@ -187,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)",
     )
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a base key"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a sweep key (max_concurrent=16, num_samples=64, scheduler.max_t=50; "
+        "max_concurrent=auto fills the cluster) or a base key (lr_g=1e-3, data.size=300)",
     )
     p.set_defaults(func=cmd_sweep)
 

@@ -170,7 +170,7 @@ class SweepConfig:
     metric: str = "fid"  # what ASHA and the search minimise or maximise
     mode: str = "min"  # min | max
     num_samples: int = 1  # trials (with grid: repeats of the whole grid)
-    max_concurrent: int = 1  # trials running at once
+    max_concurrent: int | str = 1  # trials running at once; auto = as many as the cluster holds
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     workers_per_trial: int = 1  # > 1: one trial runs data-parallel (DDP)
     max_failures: int = 2  # restarts of a crashed trial from its last checkpoint
@@ -449,8 +449,15 @@ def validate_sweep(cfg: SweepConfig) -> SweepConfig:
     _choice("mode", cfg.mode, ("min", "max"))
     _choice("search.kind", cfg.search.kind, SEARCH_KINDS)
     _choice("scheduler.kind", cfg.scheduler.kind, SCHEDULER_KINDS)
-    for key in ("num_samples", "max_concurrent", "workers_per_trial"):
+    for key in ("num_samples", "workers_per_trial"):
         _positive(key, getattr(cfg, key))
+    if isinstance(cfg.max_concurrent, str):
+        if cfg.max_concurrent != "auto":
+            raise ConfigError(
+                f"max_concurrent: expected a positive integer or auto, got {cfg.max_concurrent!r}"
+            )
+    else:
+        _positive("max_concurrent", cfg.max_concurrent)
     _positive("max_failures", cfg.max_failures, allow_zero=True)
     _positive("resources.cpu", cfg.resources.cpu)
     _positive("resources.gpu", cfg.resources.gpu, allow_zero=True)
@@ -462,7 +469,88 @@ def validate_sweep(cfg: SweepConfig) -> SweepConfig:
         )
     validate_train(cfg.base, prefix="base.")
     validate_space(cfg.space)
+    _check_whole_sweep(cfg)
     return cfg
+
+
+def space_values(dist: dict[str, list[Any]]) -> list[Any] | None:
+    """The explicit values of a ``choice``/``grid`` distribution, else None."""
+    ((kind, args),) = dist.items()
+    return list(args) if kind in ("choice", "grid") else None
+
+
+def max_epochs(cfg: SweepConfig) -> int:
+    """The most epochs any trial of the sweep can run."""
+    dist = cfg.space.get("epochs")
+    if dist is None:
+        return cfg.base.epochs
+    values = space_values(dist)
+    return int(max(values)) if values else int(next(iter(dist.values()))[1])
+
+
+def expected_trials(cfg: SweepConfig) -> int:
+    """Trials a complete sweep has: ``num_samples`` times the number of grid points."""
+    points = 1
+    for dist in cfg.space.values():
+        if "grid" in dist:
+            points *= len(dist["grid"])
+    return cfg.num_samples * points
+
+
+def _check_whole_sweep(cfg: SweepConfig) -> None:
+    """Checks that need the whole sweep: the metric is one a trial reports, the search can
+    express the space, integer keys get integer distributions, every listed value gives a
+    valid trial config, ASHA's grace period fits its max_t, and ``checkpoint_epochs`` are
+    evaluation epochs."""
+    from fetalgan.evaluation import metric_source
+
+    try:
+        source = metric_source(cfg.metric)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if source is not None and source not in cfg.base.eval_metrics:
+        raise ConfigError(
+            f"metric: {cfg.metric!r} needs {source!r} in base.eval_metrics "
+            f"(now {cfg.base.eval_metrics})"
+        )
+    for key, dist in cfg.space.items():
+        ((kind, args),) = dist.items()
+        path = f"space.{key}.{kind}"
+        if kind == "grid" and cfg.search.kind == "optuna":
+            raise ConfigError(
+                f"{path}: grid values need search.kind grid or random; with optuna use choice"
+            )
+        key_type = TRAIN_KEYS[key]
+        if kind in ("uniform", "loguniform") and key_type in (int, int | None):
+            raise ConfigError(f"{path}: {key} is an integer key; use randint, choice or grid")
+        if kind in ("uniform", "loguniform", "randint") and key_type not in (
+            int,
+            float,
+            int | None,
+            float | None,
+        ):
+            raise ConfigError(f"{path}: {key} is not numeric; use choice or grid")
+        for i, value in enumerate(space_values(dist) or []):
+            try:
+                with_overrides(cfg.base, {key: value})
+            except ConfigError as err:
+                raise ConfigError(f"{path}[{i}]: {err}") from None
+    if cfg.scheduler.kind == "asha":
+        max_t = max_epochs(cfg) if cfg.scheduler.max_t is None else cfg.scheduler.max_t
+        if cfg.scheduler.grace_period > max_t:
+            raise ConfigError(
+                f"scheduler.grace_period: {cfg.scheduler.grace_period} is beyond max_t {max_t}"
+            )
+    if cfg.checkpoint_epochs and not {"epochs", "eval_every"} & set(cfg.space):
+        base = cfg.base
+        for i, epoch in enumerate(cfg.checkpoint_epochs):
+            if not (
+                0 < epoch <= base.epochs and (epoch % base.eval_every == 0 or epoch == base.epochs)
+            ):
+                raise ConfigError(
+                    f"checkpoint_epochs[{i}]: {epoch} is not an evaluation epoch "
+                    f"(multiples of eval_every={base.eval_every} up to epochs={base.epochs})"
+                )
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,7 +563,9 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err})") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if data is None:
@@ -508,24 +598,67 @@ def train_config_from_dict(data: dict, prefix: str = "") -> TrainConfig:
     return validate_train(_build(TrainConfig, data, prefix.rstrip(".")), prefix)
 
 
-def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
-    """Load and validate a sweep file; ``overrides`` are ``base`` key paths (``lr_g=1e-3``)."""
-    data = apply_overrides(read_yaml(path), list(overrides), prefix="base.")
+SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepConfig))
+
+
+def sweep_overrides(overrides: list[str]) -> list[str]:
+    """``--set`` items of a sweep: a key whose first part is a sweep-file key
+    (``max_concurrent``, ``num_samples``, ``scheduler.max_t``, ``base.lr_g``) stays as it is;
+    any other key is a ``base`` key (``lr_g=1e-3``, ``data.size=300``)."""
+    routed = []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        routed.append(item if key.split(".")[0] in SWEEP_KEYS else f"base.{item.strip()}")
+    return routed
+
+
+def load_sweep(path: str | Path | SweepConfig, overrides: list[str] = ()) -> SweepConfig:
+    """The one sweep loader: read (or take) a sweep, apply ``--set`` overrides (sweep-file keys
+    or ``base`` keys, see :func:`sweep_overrides`) and validate all of it, the checks that need
+    the whole sweep included. Errors name the file and the key path."""
+    overrides = sweep_overrides(list(overrides))
+    if isinstance(path, SweepConfig):
+        if not overrides:
+            return validate_sweep(path)
+        data, where = to_dict(path), "sweep"
+    else:
+        data, where = read_yaml(path), str(path)
+    base = data.get("base")
+    if base is not None and not isinstance(base, dict):
+        raise ConfigError(f"{where}: base: expected a mapping, got {base!r}")
+    data = apply_overrides(data, overrides)
     try:
         return validate_sweep(_build(SweepConfig, data, ""))
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def load_train(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """The ``base`` section of a sweep file (or a bare TrainConfig file), with overrides."""
     data = read_yaml(path)
     prefix = "base." if "base" in data else ""
+    if prefix and not isinstance(data["base"], dict):
+        raise ConfigError(f"{path}: base: expected a mapping, got {data['base']!r}")
     base = apply_overrides(dict(data["base"] if prefix else data), list(overrides))
     try:
         return train_config_from_dict(base, prefix)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def load_objective(path: str | Path):
+    """What best means for ``fetalgan train FILE``: a sweep file's ``metric``/``mode``; a bare
+    training file (or a sweep file without them) means the lowest ``fid``."""
+    from fetalgan.evaluation import Objective
+
+    data = read_yaml(path)
+    if "base" not in data:
+        return Objective()
+    metric, mode = data.get("metric", "fid"), data.get("mode", "min")
+    if not isinstance(metric, str):
+        raise ConfigError(f"{path}: metric: expected a string, got {metric!r}")
+    _choice(f"{path}: mode", mode, ("min", "max"))
+    return Objective(metric, mode)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -45,22 +45,12 @@ def _check_metrics(metrics) -> tuple[str, ...]:
     return metrics
 
 
-def _pick_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use cpu or auto")
-    return torch.device(device)
-
-
 def _reals_at_fake_size(real_images, fake_images, real_dir):
     """The real ``(N, 1, H, W)`` set at the fakes' size (resize short side + centre crop)."""
     import numpy as np
     import torch
 
-    from fetalgan.data.datasets import resize_crop
+    from fetalgan.images import resize_crop
 
     (h_r, w_r), (h_f, w_f) = real_images.shape[2:], fake_images.shape[2:]
     if (h_r, w_r) == (h_f, w_f):
@@ -95,21 +85,25 @@ def evaluate_folders(
     Returns a dict with the keys of :data:`RESULT_KEYS` that the requested ``metrics`` produce
     (``n_real`` and ``n_fake`` always; ``feature_dim`` and ``weights_sha256`` with fid/kid).
     ``seed`` drives the real/fake pairing of PSNR/MI/SSIM (``pairs_per_fake`` seeded reals per
-    fake) and the KID subsets. Errors (``ValueError``/``FileNotFoundError``): a missing or empty
-    folder, an unreadable file (named), images of different sizes in one folder (two named).
+    fake) and the KID subsets. ``device`` (``auto``, ``cpu``, ``cuda``) runs the FID network; see
+    :func:`fetalgan.devices.pick_device`. Errors (``ValueError``/``FileNotFoundError``): a
+    missing or empty folder, an unreadable file (named), images of different sizes in one folder
+    (two named), ``cuda`` where torch sees no CUDA device (raised before any image is read).
     """
     from fetalgan.data import load_folder
+    from fetalgan.devices import pick_device
 
     metrics = _check_metrics(metrics)
+    needs_network = "fid" in metrics or "kid" in metrics
+    torch_device = pick_device(device) if needs_network else None  # before reading any image
     real_images = load_folder(real_dir, progress=progress)
     fake_images = load_folder(fake_dir, progress=progress)
     result: dict = {}
 
-    if "fid" in metrics or "kid" in metrics:
+    if needs_network:
         from fetalgan.metrics.frechet import fid_from_features, kid
         from fetalgan.metrics.inception import extract_features, load_fid_network
 
-        torch_device = _pick_device(device)
         model, sha = load_fid_network(fid_weights, dims=fid_dims, device=torch_device)
         common = {"batch_size": batch_size, "device": torch_device, "progress": progress}
         real_features = extract_features(real_images, model, desc="real features", **common)

@@ -22,10 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fetalgan.config import EVAL_METRICS
+
 MODES = ("min", "max")
 LOSS_METRICS = ("loss_g", "loss_d")
-# eval_metrics entry -> the values it produces (prefixes; e.g. lbpv_l1, lbpv_v8)
-METRIC_SOURCES = ("fid", "kid", "lbpv")
 
 
 def metric_source(metric: str) -> str | None:
@@ -33,7 +33,7 @@ def metric_source(metric: str) -> str | None:
     ValueError for a key no evaluation reports."""
     if metric in LOSS_METRICS or metric.startswith("loss_"):
         return None
-    for source in METRIC_SOURCES:
+    for source in EVAL_METRICS:  # each produces values named after it: kid_mean, lbpv_l1
         if metric == source or metric.startswith(source + "_"):
             return source
     raise ValueError(

@@ -1,4 +1,4 @@
-"""The one image reader and writer: 8-bit grey PNGs and sample grids.
+"""The one image reader and writer: 8-bit grey PNGs and sample grids, and the one resize.
 
 Arrays are ``(H, W) uint8`` for one image and ``(N, 1, H, W) uint8`` tensors for sets.
 """
@@ -29,6 +29,26 @@ def write_png(image: np.ndarray, path: str | Path) -> None:
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(f"write_png expects (H, W) uint8, got {image.shape} {image.dtype}")
     Image.fromarray(image, mode="L").save(path, format="PNG", optimize=False)
+
+
+def resize_crop(image: np.ndarray, resolution: int) -> np.ndarray:
+    """``(H, W) uint8`` -> ``(R, R) uint8``: short side resized to ``R`` (antialiased), centre crop.
+
+    The trainer's data preparation (PIL bilinear with antialiasing, torchvision ``Resize``'s
+    rounding of the long side); evaluation and the reader study bring real images to the
+    fakes' size with it so that no size or resampling difference tells the sets apart.
+    """
+    h, w = image.shape
+    short, long = min(h, w), max(h, w)
+    long_new = int(resolution * long / short)  # torchvision's rounding
+    size = (long_new, resolution) if w >= h else (resolution, long_new)  # PIL: (width, height)
+    img = Image.fromarray(image, mode="L")
+    if (w, h) != size:
+        img = img.resize(size, Image.BILINEAR)
+    arr = np.asarray(img)
+    top = int(round((arr.shape[0] - resolution) / 2.0))
+    left = int(round((arr.shape[1] - resolution) / 2.0))
+    return np.ascontiguousarray(arr[top : top + resolution, left : left + resolution])
 
 
 def to_uint8(images) -> np.ndarray:

@@ -3,8 +3,8 @@
 From the MLflow store (through :mod:`fetalgan.tracking`, the one module that speaks MLflow):
 
 - the trials table (status, the hyperparameters that vary, metrics at the last evaluation, the
-  best FID and its epoch, the number of fake images behind each FID), and every evaluation's
-  metrics per trial (also as ``trials.csv`` and ``evaluations.csv``);
+  best value of the sweep metric and its epoch, the number of fake images behind each FID),
+  and every evaluation's metrics per trial (also as ``trials.csv`` and ``evaluations.csv``);
 - for a grid over data size (e.g. ``sweeps/paper_grid.yaml``): tables of FID / KID / LBPv by
   data size x epochs, as in the fetal head DCGAN study (cells are means when several trials
   fall in one cell, with the count shown);
@@ -15,7 +15,14 @@ From the MLflow store (through :mod:`fetalgan.tracking`, the one module that spe
 - the best trial's samples (``best_samples.png``, the grid logged at its best evaluation)
   beside real training images (``real_samples.png``, loaded with the trial's own data
   config; the report says so when the data is not on this machine);
-- the environment of the runs (git sha, host, Slurm job, container image, package versions).
+- the environment of the runs (git sha, host, Slurm job, container image, package versions)
+  and the nodes that ran the trials, with how many each.
+
+Best is :class:`fetalgan.evaluation.Objective` (the sweep's metric and mode) applied to each
+trial's best value over its evaluations (:func:`trial_best`), as ``fetalgan best`` ranks them.
+Params are read back by their TrainConfig type (:func:`fetalgan.config.param_value`); tag and
+artefact names come from :mod:`fetalgan.tracking.names`; the figures are drawn by
+:mod:`fetalgan.figures` and the page is ``fetalgan/templates/report.html``.
 
 Images are embedded as base64 PNG data URIs and the page loads nothing else, so it opens
 offline; every text is HTML-escaped (Jinja autoescaping). The HTML and the figures are written
@@ -26,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import json
 import math
 import tempfile
 import time
@@ -34,7 +40,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from fetalgan import figures
+from fetalgan.config import param_value
+from fetalgan.evaluation import Objective, is_number
 from fetalgan.metrics.image import LBPV_KEYS
+from fetalgan.tracking import names
 
 # Metrics in the order a reader looks for them; others follow alphabetically.
 METRIC_ORDER = (
@@ -47,23 +57,20 @@ METRIC_ORDER = (
 )
 HIDDEN_METRICS = ("eval_seconds", "feature_dim", "n_real", "n_fake", "epoch")
 GRID_METRICS = (("fid", "FID"), ("kid_mean", "KID"), ("lbpv_l1", "LBPv L1 distance"))
-# Tags that describe where and with what a run ran (the rest are bookkeeping).
+CURVE_METRICS = (("fid", "FID"), ("kid_mean", "KID (mean over subsets)"))
+# Tags that describe where and with what a run ran (the rest are bookkeeping): the environment
+# tags tracking writes on every run, and the FID weights and real reference set behind the
+# metrics. Which node ran each trial (names.WORKER_HOST_TAG / WORKER_IP_TAG) has its own table.
 ENV_TAGS = (
     "git_sha",
     "host",
     "slurm_job_id",
     "container_image",
     "container_image_sha256",
-    "trial_hostname",
-    "trial_node_ip",
-    "weights_sha256",
+    names.WEIGHTS_TAG,
+    names.REFERENCE_TAG,
 )
-END_MARKERS = {  # how a trial's last evaluation is drawn on the curves
-    "completed": ("o", "completed"),
-    "stopped": ("X", "stopped early (ASHA)"),
-    "failed": ("s", "failed / killed"),
-    "running": (">", "still running"),
-}
+UNKNOWN_HOST = "not recorded"  # a trial that never reported an evaluation from a worker
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,23 +78,15 @@ END_MARKERS = {  # how a trial's last evaluation is drawn on the curves
 # --------------------------------------------------------------------------------------------
 
 
-def parse_param(text: str) -> Any:
-    """An MLflow param string back to a value: int, float, bool, None, JSON list, or text."""
-    if text in ("True", "False"):
-        return text == "True"
-    if text == "None":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    if text.startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            pass
-    return text
+def sweep_objective(sweep: dict) -> Objective:
+    """What best means for this sweep (its metric and mode, stored on the experiment)."""
+    return Objective(sweep["metric"], sweep["mode"])
+
+
+def param(trial: dict, key: str) -> Any:
+    """``trial``'s value of training key ``key`` by its TrainConfig type; None when not logged."""
+    text = trial["params"].get(key)
+    return None if text is None else param_value(key, text)
 
 
 def varying_params(trials: list[dict]) -> list[str]:
@@ -102,12 +101,12 @@ def varying_params(trials: list[dict]) -> list[str]:
 
 
 def trial_state(trial: dict) -> str:
-    """completed | stopped | failed | running."""
+    """completed | stopped | failed | running (the keys of :data:`figures.END_MARKERS`)."""
     if trial["status"] in ("FAILED", "KILLED"):
         return "failed"
     if trial["status"] == "RUNNING" or trial["status"] == "SCHEDULED":
         return "running"
-    return "stopped" if trial["tags"].get("stopped_early") == "true" else "completed"
+    return "stopped" if trial["tags"].get(names.STOPPED_EARLY_TAG) == "true" else "completed"
 
 
 def _series(trial: dict, key: str) -> list[tuple[int, float]]:
@@ -119,35 +118,38 @@ def _last(trial: dict, key: str) -> tuple[int, float] | None:
     return points[-1] if points else None
 
 
-def _best(trial: dict, key: str, mode: str) -> tuple[int, float] | None:
-    points = [p for p in _series(trial, key) if math.isfinite(p[1])]
-    if not points:
-        return None
-    return (min if mode == "min" else max)(points, key=lambda p: p[1])
+def trial_best(trial: dict, objective: Objective) -> tuple[int, float] | None:
+    """(epoch, value) of ``trial``'s best value of the objective's metric; None if it has none.
+
+    The value is the trial's last logged ``best_<metric>`` (``objective.best_key``, the
+    trainer's running best) and the epoch the first evaluation at which that running best was
+    reached; for a trial without ``best_<metric>`` (logged before the trainer wrote it), the
+    best over the metric's history (the first such evaluation on ties).
+    """
+    running = [p for p in _series(trial, objective.best_key) if is_number(p[1])]
+    if running:
+        value = running[-1][1]
+        return next(p for p in running if p[1] == value)
+    return objective.pick(_series(trial, objective.metric), key=lambda p: p[1])
 
 
 def ordered_metrics(trials: list[dict]) -> list[str]:
+    """The metric keys the trials logged, in reading order, without bookkeeping: counts,
+    timings, and ``best_<metric>`` (a running best, shown as the trials table's best column)."""
     keys = {k for t in trials for k in t.get("history", {}) if k not in HIDDEN_METRICS}
+    keys -= {Objective(k).best_key for k in keys}
+    keys = {k for k in keys if not k.startswith(names.SYSTEM_PREFIX)}  # CPU/GPU use, not quality
     return [k for k in METRIC_ORDER if k in keys] + sorted(keys - set(METRIC_ORDER))
 
 
 def best_trial(sweep: dict) -> dict | None:
-    """The parent's ``best_run_id`` trial; else the best finished trial by the sweep metric at
-    its last evaluation (as ``fetalgan best`` ranks them)."""
-    by_id = {t["run_id"]: t for t in sweep["trials"]}
-    tagged = (sweep["parent"] or {}).get("tags", {}).get("best_run_id")
-    if tagged in by_id:
-        return by_id[tagged]
-    metric, mode = sweep["metric"], sweep["mode"]
-    scored = [
-        (t["metrics"][metric], t)
-        for t in sweep["trials"]
-        if t["status"] == "FINISHED" and math.isfinite(t["metrics"].get(metric, math.nan))
-    ]
-    if not scored:
-        return None
-    pick = min if mode == "min" else max
-    return pick(scored, key=lambda item: item[0])[1]
+    """The completed or ASHA-stopped trial with the best :func:`trial_best` value; None when no
+    such trial has the metric."""
+    # Computed rather than read from the parent's best_run_id tag: the tag only exists once the
+    # sweep has finished, and is written by the same rule (write_report notes any disagreement).
+    goal = sweep_objective(sweep)
+    finished = [t for t in sweep["trials"] if trial_state(t) in ("completed", "stopped")]
+    return goal.pick(finished, key=lambda t: (trial_best(t, goal) or (None, None))[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,18 +170,20 @@ def fmt(value: Any) -> str:
 
 def trials_table(sweep: dict, varying: list[str], metrics: list[str]) -> dict:
     """Header and rows (raw values) of the per-trial table: FID, KID and LBPv L1 at the last
-    evaluation (the evaluations table has every metric)."""
-    metric, mode = sweep["metric"], sweep["mode"]
+    evaluation (the evaluations table has every metric), and the trial's best value of the
+    sweep metric (:func:`trial_best`) with its epoch."""
+    goal = sweep_objective(sweep)
+    metric = goal.metric
     shown = [m for m in ("fid", "kid_mean", "kid_std", "lbpv_l1") if m in metrics]
     header = ["trial", "status", *varying, "last epoch", *shown, f"best {metric}", "best epoch",
               "n fake"]  # fmt: skip
     rows = []
     for t in sweep["trials"]:
         last_epoch = max((s for k in t.get("history", {}) for s, _ in _series(t, k)), default=None)
-        best = _best(t, metric, mode)
+        best = trial_best(t, goal)
         n_fake = _last(t, "n_fake")
         row = [t["run_name"], trial_state(t)]
-        row += [parse_param(t["params"][k]) if k in t["params"] else None for k in varying]
+        row += [param(t, k) for k in varying]
         row += [last_epoch]
         row += [(_last(t, m) or (None, None))[1] for m in shown]
         row += [best[1] if best else None, best[0] if best else None]
@@ -225,13 +229,15 @@ def grid_tables(sweep: dict, varying: list[str], *, epochs: list[int] | None = N
     for metric, title in GRID_METRICS:
         cells: dict[tuple, list[float]] = defaultdict(list)
         for t in sweep["trials"]:
-            row = parse_param(t["params"].get(row_key, "None"))
+            row = param(t, row_key)
+            if isinstance(row, list | dict):  # a table key must be hashable: show its text
+                row = t["params"][row_key]
             if by_epochs_param:
                 if trial_state(t) != "completed":  # its last value is not at `epochs`
                     continue
                 last = _last(t, metric)
                 if last is not None:
-                    cells[(row, parse_param(t["params"]["epochs"]))].append(last[1])
+                    cells[(row, param(t, "epochs"))].append(last[1])
             else:
                 for step, value in _series(t, metric):
                     if not epochs or step in epochs:
@@ -293,125 +299,73 @@ def environment_table(sweep: dict) -> list[dict]:
     return out
 
 
+def trial_hosts(sweep: dict) -> list[dict]:
+    """The nodes that ran the trials (``worker_host`` and ``worker_ip`` tags, set from the
+    node of each trial's latest evaluation) with the number of trials each ran, most first;
+    trials without the tags (none evaluated yet) count under ``UNKNOWN_HOST``."""
+    counts = Counter(
+        (t["tags"].get(names.WORKER_HOST_TAG, UNKNOWN_HOST), t["tags"].get(names.WORKER_IP_TAG))
+        for t in sweep["trials"]
+    )
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0][0], item[0][1] or ""))
+    return [{"host": host, "ip": fmt(ip), "trials": n} for (host, ip), n in ranked]
+
+
 # --------------------------------------------------------------------------------------------
-# Figures
+# Figures (drawn by fetalgan.figures from the sweep's numbers)
 # --------------------------------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _use_log(values: list[float]) -> bool:
-    positive = [v for v in values if v > 0]
-    return len(positive) == len(values) and len(values) > 1 and max(positive) / min(positive) > 30
+def _run_labels(trials: list[dict]) -> dict[str, str]:
+    """run id -> the name a figure shows (the run name; with the run id's start if two trials
+    share a name)."""
+    names_seen = Counter(t["run_name"] for t in trials)
+    return {
+        t["run_id"]: t["run_name"] if names_seen[t["run_name"]] == 1
+        else f"{t['run_name']} ({t['run_id'][:8]})"
+        for t in trials
+    }  # fmt: skip
 
 
 def curves_figure(sweep: dict, path: Path) -> Path | None:
-    """FID and KID against epoch, every trial one line, the last evaluation marked by how the
-    trial ended (ASHA stop, failure, completion); one legend below both panels."""
-    keys = [k for k in ("fid", "kid_mean") if any(_series(t, k) for t in sweep["trials"])]
-    if not keys:
-        return None
-    plt = _pyplot()
+    """FID and KID against epoch, every trial one line (the best trial thick), the last
+    evaluation marked by how the trial ended (ASHA stop, failure, completion); None when no
+    trial logged either."""
     trials = sweep["trials"]
-    named = len(trials) <= 15  # more trials: no per-trial legend, colours only
-    states = [s for s in END_MARKERS if any(trial_state(t) == s for t in trials)]
-    legend_rows = math.ceil(((len(trials) if named else 0) + len(states)) / 3)
-    height = 4.2 + 0.2 * legend_rows
-    fig, axes = plt.subplots(1, len(keys), figsize=(6.2 * len(keys), height), squeeze=False)
-    colours = plt.get_cmap("tab20" if len(trials) > 10 else "tab10")
+    labels = _run_labels(trials)
+    panels = {
+        title: {labels[t["run_id"]]: _series(t, key) for t in trials}
+        for key, title in CURVE_METRICS
+    }
     best = best_trial(sweep)
-    handles = {}
-    for ax, key in zip(axes[0], keys, strict=True):
-        all_values = []
-        for k, t in enumerate(trials):
-            points = [p for p in _series(t, key) if math.isfinite(p[1])]
-            if not points:
-                continue
-            steps, values = zip(*points, strict=True)
-            all_values += values
-            is_best = best is not None and t["run_id"] == best["run_id"]
-            colour = colours(k % colours.N)
-            (line,) = ax.plot(steps, values, color=colour, lw=2.4 if is_best else 1.2,
-                              zorder=3 if is_best else 2)  # fmt: skip
-            handles.setdefault(t["run_name"], line)
-            marker, _ = END_MARKERS[trial_state(t)]
-            ax.scatter([steps[-1]], [values[-1]], marker=marker, s=70 if marker == "X" else 36,
-                       color="black" if marker == "X" else colour, zorder=4)  # fmt: skip
-        if _use_log(all_values):
-            ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel({"fid": "FID", "kid_mean": "KID (mean over subsets)"}[key])
-        ax.grid(alpha=0.3)
-    entries = dict(handles) if named else {}
-    for state in states:
-        marker, text = END_MARKERS[state]
-        entries[text] = plt.Line2D([], [], ls="", marker=marker, color="black")
-    fig.legend(entries.values(), entries.keys(), loc="lower center", ncol=3, fontsize=7,
-               frameon=False)  # fmt: skip
-    fig.suptitle(f"{sweep['experiment']}: learning curves (thick line: best trial)", fontsize=10)
-    fig.tight_layout(rect=(0, (0.2 * legend_rows + 0.15) / height, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return figures.metric_curves(
+        panels,
+        path,
+        ends={labels[t["run_id"]]: trial_state(t) for t in trials},
+        highlight=None if best is None else labels[best["run_id"]],
+        title=f"{sweep['experiment']}: learning curves (thick line: best trial)",
+    )
 
 
 def hyperparams_figure(sweep: dict, varying: list[str], path: Path) -> Path | None:
     """The sweep metric at each trial's last evaluation against every varying hyperparameter
-    (hollow markers: trials that did not complete all epochs)."""
+    (hollow markers: trials that did not complete all epochs); None when nothing varies or no
+    trial has the metric."""
     metric = sweep["metric"]
     points = []
     for t in sweep["trials"]:
         last = _last(t, metric)
         if last is not None and math.isfinite(last[1]):
             points.append((t, last[1]))
-    params = [k for k in varying if any(k in t["params"] for t, _ in points)][:8]
-    if not params or not points:
-        return None
-    plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
-    cols = min(4, len(params))
-    rows = math.ceil(len(params) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.ravel()[len(params) :]:
-        ax.axis("off")
-    for ax, key in zip(axes.ravel(), params, strict=False):
-        xs = [parse_param(t["params"].get(key, "None")) for t, _ in points]
-        ys = [v for _, v in points]
-        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
-        if not numeric:
-            labels = sorted({str(x) for x in xs})
-            xs = [labels.index(str(x)) for x in xs]
-            ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
-        elif _use_log([float(x) for x in xs]):
-            ax.set_xscale("log")
-        else:  # few ticks, in scientific notation for small learning rates
-            ax.xaxis.set_major_locator(MaxNLocator(4))
-            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
-        done = [trial_state(t) == "completed" for t, _ in points]
-        ax.scatter([x for x, d in zip(xs, done, strict=True) if d],
-                   [y for y, d in zip(ys, done, strict=True) if d], color="tab:blue", s=28)  # fmt: skip
-        ax.scatter([x for x, d in zip(xs, done, strict=True) if not d],
-                   [y for y, d in zip(ys, done, strict=True) if not d], facecolors="none",
-                   edgecolors="tab:red", s=28)  # fmt: skip
-        ax.set_xlabel(key)
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-    fig.suptitle(
-        f"{metric} at each trial's last evaluation (hollow red: stopped early or failed)",
-        fontsize=10,
+    keys = [k for k in varying if any(k in t["params"] for t, _ in points)]
+    return figures.metric_vs_hyperparams(
+        {k: [param(t, k) for t, _ in points] for k in keys},
+        [value for _, value in points],
+        path,
+        metric=metric,
+        completed=[trial_state(t) == "completed" for t, _ in points],
+        title=f"{metric} at each trial's last evaluation (hollow red: stopped early or failed)",
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,27 +374,39 @@ def hyperparams_figure(sweep: dict, varying: list[str], path: Path) -> Path | No
 
 
 def best_samples(sweep: dict, trial: dict, out: Path) -> tuple[Path | None, int | None, str]:
-    """The best trial's sample grid at its best evaluation (else its latest grid) as
-    ``out/best_samples.png``; returns (path, epoch, note)."""
+    """``trial``'s sample grid logged at its best evaluation (:func:`trial_best`), else its
+    latest grid, as ``out/best_samples.png``; returns (path, epoch, note), epoch None when the
+    latest grid stands in (its epoch is not known here)."""
     import shutil
 
-    from fetalgan.tracking import download_run_artifact, list_run_artifacts
+    from fetalgan.tracking import download_sample_grid
 
     uri = sweep["tracking_uri"]
-    names = sorted(
-        Path(p).name for p in list_run_artifacts(trial["run_id"], "samples", tracking_uri=uri)
-    )
-    if not names:
-        return None, None, f"trial {trial['run_name']} has no sample grids logged"
-    best = _best(trial, sweep["metric"], sweep["mode"])
-    wanted = f"epoch_{best[0]:04d}.png" if best else None
-    name = wanted if wanted in names else names[-1]
+    best = trial_best(trial, sweep_objective(sweep))
+    wanted = None if best is None else best[0]
     with tempfile.TemporaryDirectory() as tmp:
-        local = download_run_artifact(trial["run_id"], f"samples/{name}", tmp, tracking_uri=uri)
+        # dst: a path that does not exist yet, whether the download treats it as file or folder
+        grid = None
+        if wanted is not None:
+            grid = download_sample_grid(
+                trial["run_id"], wanted, Path(tmp) / "at_best", tracking_uri=uri
+            )
+        epoch = wanted
+        if grid is None:
+            epoch = None
+            grid = download_sample_grid(
+                trial["run_id"], None, Path(tmp) / "latest", tracking_uri=uri
+            )
+        if grid is None:
+            return None, None, f"trial {trial['run_name']} has no sample grids logged"
         target = out / "best_samples.png"
-        shutil.copyfile(local, target)
-    epoch = int(name[len("epoch_") : -len(".png")])
-    note = "" if name == wanted else f"no grid at the best epoch; showing epoch {epoch}"
+        shutil.copyfile(grid, target)
+    if epoch is not None:
+        note = ""
+    elif wanted is not None:
+        note = f"no grid logged at the best epoch ({wanted}); showing the latest grid"
+    else:
+        note = f"no {sweep['metric']} logged; showing the latest grid"
     return target, epoch, note
 
 
@@ -456,14 +422,16 @@ def real_samples(sweep: dict, trial: dict, out: Path, n: int = 64) -> tuple[Path
 
     with tempfile.TemporaryDirectory() as tmp:
         local = download_run_artifact(
-            trial["run_id"], "config.yaml", tmp, tracking_uri=sweep["tracking_uri"]
+            trial["run_id"], names.CONFIG_ARTIFACT, tmp, tracking_uri=sweep["tracking_uri"]
         )
         if local is None:
-            return None, f"trial {trial['run_name']} has no config.yaml artefact"
+            return None, f"trial {trial['run_name']} has no {names.CONFIG_ARTIFACT} artefact"
         try:
             cfg = train_config_from_dict(yaml.safe_load(local.read_text()))
         except ConfigError as err:
-            return None, f"trial {trial['run_name']}: its config.yaml no longer loads ({err})"
+            return None, (
+                f"trial {trial['run_name']}: its {names.CONFIG_ARTIFACT} no longer loads ({err})"
+            )
     try:
         images = load_training_images(cfg.data, cfg.resolution, seed=cfg.seed, progress=False)
     except (FileNotFoundError, ValueError, OSError) as err:
@@ -478,113 +446,23 @@ def real_samples(sweep: dict, trial: dict, out: Path, n: int = 64) -> tuple[Path
 # The page
 # --------------------------------------------------------------------------------------------
 
-TEMPLATE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>fetalgan report · {{ sweep.experiment }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 78rem; padding: 1rem 2rem;
-  color: #1f2937; }
-h1 { font-size: 1.5rem; margin-bottom: 0.2rem; } h2 { font-size: 1.15rem; margin-top: 2rem;
-  border-bottom: 1px solid #e5e7eb; padding-bottom: 0.2rem; }
-table { border-collapse: collapse; font-size: 0.82rem; margin: 0.5rem 0; }
-th, td { border: 1px solid #e5e7eb; padding: 0.2rem 0.5rem; text-align: right; }
-th { background: #f3f4f6; } td.text, th.text { text-align: left; }
-tr.best td { background: #ecfdf5; font-weight: 600; }
-dl.summary { display: grid; grid-template-columns: max-content auto; gap: 0.15rem 1rem; }
-dl.summary dt { color: #6b7280; } dl.summary dd { margin: 0; }
-img.figure { max-width: 100%; } .note { color: #92400e; background: #fffbeb; padding: 0.3rem 0.6rem;
-  border-left: 3px solid #f59e0b; }
-.samples { display: flex; gap: 2rem; flex-wrap: wrap; } .samples figure { margin: 0; }
-.samples img { image-rendering: pixelated; border: 1px solid #d1d5db; }
-.state-stopped { color: #b45309; } .state-failed { color: #b91c1c; }
-pre { background: #f9fafb; padding: 0.6rem; font-size: 0.8rem; overflow-x: auto; }
-small { color: #6b7280; } .wide { overflow-x: auto; }
-</style>
-</head>
-<body>
-<h1>Sweep report: {{ sweep.experiment }}</h1>
-<dl class="summary" id="summary">
-  <dt>tracking store</dt><dd>{{ sweep.tracking_uri }}</dd>
-  <dt>experiment id</dt><dd>{{ sweep.experiment_id }}</dd>
-  {% if sweep.parent %}<dt>sweep run</dt><dd>{{ sweep.parent.run_name }} ({{ sweep.parent.run_id }}), {{ sweep.parent.status }}, started {{ started }}</dd>{% endif %}
-  {% if sweep.parents|length > 1 %}<dt>other sweep runs</dt><dd>{{ sweep.parents[1:]|join(', ') }} (choose one with --parent)</dd>{% endif %}
-  <dt>metric</dt><dd>{{ sweep.metric }} ({{ sweep.mode }})</dd>
-  <dt>trials</dt><dd id="trial-counts">{{ sweep.trials|length }}{% for state, count in states %}; {{ count }} {{ state }}{% endfor %}</dd>
-  {% if best %}<dt>best trial</dt><dd id="best-trial">{{ best.run_name }} ({{ best.run_id }}): {{ sweep.metric }} = {{ fmt(best_value) }}</dd>{% endif %}
-  <dt>report written</dt><dd>{{ generated }}</dd>
-</dl>
-{% for note in notes %}<p class="note">{{ note }}</p>{% endfor %}
-
-<h2>Trials</h2>
-<p><small>Metrics at each trial's last evaluation; best {{ sweep.metric }} over all its evaluations.
-Varying hyperparameters only; every trial's full configuration is in its MLflow params.</small></p>
-<div class="wide">{{ table(trials_table, "trials-table", best.run_id if best else none) }}</div>
-
-{% for grid in grids %}
-<h2>{{ grid.title }} by {{ grid.row_key }} × {{ grid.col_key }}</h2>
-<p><small>{{ grid.caption }}</small></p>
-<table id="grid-{{ grid.metric }}">
-<tr><th class="text">{{ grid.row_key }} \\ {{ grid.col_key }}</th>{% for c in grid.cols %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for r in grid.rows %}<tr><th class="text">{{ r.row }}</th>{% for cell in r.cells %}<td>{{ fmt(cell.value) }}{% if cell.n > 1 %} <small>(mean of {{ cell.n }})</small>{% endif %}</td>{% endfor %}</tr>
-{% endfor %}</table>
-{% endfor %}
-
-{% if figures.curves %}
-<h2>Learning curves</h2>
-<img class="figure" id="curves" alt="FID and KID against epoch for every trial" src="{{ figures.curves }}">
-{% endif %}
-{% if figures.hyperparams %}
-<h2>{{ sweep.metric }} against hyperparameters</h2>
-<img class="figure" id="hyperparams" alt="metric against each varying hyperparameter" src="{{ figures.hyperparams }}">
-{% endif %}
-
-<h2>Best trial's samples beside real images</h2>
-<div class="samples">
-{% if figures.best_samples %}<figure><img id="best-samples" width="{{ display_widths.best_samples }}" alt="synthetic samples of the best trial" src="{{ figures.best_samples }}"><figcaption>{{ best.run_name }}, epoch {{ best_epoch }}{% if samples_note %}: {{ samples_note }}{% endif %}</figcaption></figure>
-{% else %}<p class="note" id="no-best-samples">{{ samples_note }}</p>{% endif %}
-{% if figures.real_samples %}<figure><img id="real-samples" width="{{ display_widths.real_samples }}" alt="real training images" src="{{ figures.real_samples }}"><figcaption>{{ real_note }}</figcaption></figure>
-{% else %}<p class="note" id="no-real-samples">{{ real_note }}</p>{% endif %}
-</div>
-
-<h2>Every evaluation</h2>
-<details><summary>{{ evaluations_table.rows|length }} evaluations</summary>
-<div class="wide">{{ table(evaluations_table, "evaluations-table", none) }}</div>
-</details>
-
-<h2>Environment</h2>
-<table id="environment">
-<tr><th class="text">tag</th><th class="text">values (runs)</th></tr>
-{% for env in environment %}<tr><td class="text">{{ env.key }}</td><td class="text">{% for value, count in env["values"] %}{{ value }} ({{ count }}){% if not loop.last %}<br>{% endif %}{% endfor %}</td></tr>
-{% endfor %}</table>
-{% if parent_env %}<details><summary>sweep driver environment (environment.json)</summary><pre>{{ parent_env }}</pre></details>{% endif %}
-{% if sweep_yaml %}<details><summary>sweep configuration (sweep.yaml)</summary><pre>{{ sweep_yaml }}</pre></details>{% endif %}
-</body>
-</html>
-"""
-
-TABLE_MACRO = """{% macro table(t, id, best_id) -%}
-<table id="{{ id }}">
-<tr>{% for h in t.header %}<th{% if loop.index <= 2 %} class="text"{% endif %}>{{ h }}</th>{% endfor %}</tr>
-{% for row in t.rows %}<tr data-run-id="{{ row.run_id }}"{% if row.run_id == best_id %} class="best"{% endif %}>{% for v in row.cells %}<td{% if loop.index <= 2 %} class="text{% if loop.index == 2 %} state-{{ v }}{% endif %}"{% endif %}>{{ fmt(v) }}</td>{% endfor %}</tr>
-{% endfor %}</table>
-{%- endmacro %}"""
-
 
 def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def render_html(context: dict) -> str:
-    """The report page from ``context`` (see :func:`write_report`), every value escaped."""
+    """The report page (``fetalgan/templates/report.html``, read from the installed package)
+    from ``context`` (see :func:`write_report`), every value escaped."""
     import jinja2
 
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("fetalgan", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.globals["fmt"] = fmt
-    env.globals["table"] = env.from_string(TABLE_MACRO).module.table
-    return env.from_string(TEMPLATE).render(**context)
+    return env.get_template("report.html").render(**context)
 
 
 def _download_text(run_id: str, path: str, tracking_uri: str) -> str | None:
@@ -627,40 +505,47 @@ def write_report(
     parent = sweep["parent"]
     parent_env = sweep_yaml = None
     if parent is not None:
-        parent_env = _download_text(parent["run_id"], "environment.json", sweep["tracking_uri"])
-        sweep_yaml = _download_text(parent["run_id"], "sweep.yaml", sweep["tracking_uri"])
+        uri = sweep["tracking_uri"]
+        parent_env = _download_text(parent["run_id"], names.ENVIRONMENT_ARTIFACT, uri)
+        sweep_yaml = _download_text(parent["run_id"], names.SWEEP_ARTIFACT, uri)
     grids = grid_tables(sweep, varying, epochs=_checkpoint_epochs(sweep_yaml))
     csv_files = [
         write_csv(trials, out / "trials.csv"),
         write_csv(evaluations, out / "evaluations.csv"),
     ]
 
-    figures: dict[str, Path] = {}
+    pngs: dict[str, Path] = {}
     curves = curves_figure(sweep, out / "curves.png")
     if curves:
-        figures["curves"] = curves
+        pngs["curves"] = curves
     hyper = hyperparams_figure(sweep, varying, out / "hyperparams.png")
     if hyper:
-        figures["hyperparams"] = hyper
+        pngs["hyperparams"] = hyper
     elif sweep["trials"]:
         notes.append("no hyperparameter varies between the trials: no metric-vs-parameter plot")
 
     best = best_trial(sweep)
+    best_value = None if best is None else trial_best(best, sweep_objective(sweep))[1]
+    tagged = (parent or {}).get("tags", {}).get(names.BEST_RUN_TAG)
+    if best is not None and tagged is not None and tagged != best["run_id"]:
+        notes.append(
+            f"the sweep run's {names.BEST_RUN_TAG} tag names run {tagged}, but by each trial's "
+            f"best {sweep['metric']} the best is {best['run_name']} ({best['run_id']}); "
+            "the report shows the latter"
+        )
     best_epoch, samples_note, real_note = None, "no finished trial with the metric", ""
     if best is not None:
         grid, best_epoch, samples_note = best_samples(sweep, best, out)
         if grid:
-            figures["best_samples"] = grid
+            pngs["best_samples"] = grid
         real, real_note = real_samples(sweep, best, out)
         if real:
-            figures["real_samples"] = real
+            pngs["real_samples"] = real
     else:
         real_note = "no best trial: no training data to show"
 
     # both grids at one scale, so a synthetic image and a real one look the same size
-    sample_widths = {
-        k: _png_width(figures[k]) for k in ("best_samples", "real_samples") if k in figures
-    }
+    sample_widths = {k: _png_width(pngs[k]) for k in ("best_samples", "real_samples") if k in pngs}
     scale = min(3.0, 560 / max(sample_widths.values())) if sample_widths else 1.0
     display_widths = {k: round(w * scale) for k, w in sample_widths.items()}
 
@@ -669,7 +554,7 @@ def write_report(
         "sweep": sweep,
         "states": sorted(states.items()),
         "best": best,
-        "best_value": None if best is None else best["metrics"].get(sweep["metric"]),
+        "best_value": best_value,
         "best_epoch": best_epoch,
         "samples_note": samples_note,
         "real_note": real_note,
@@ -681,10 +566,11 @@ def write_report(
         "grids": grids,
         "display_widths": display_widths,
         "figures": {
-            k: data_uri(figures[k]) if k in figures else None
+            k: data_uri(pngs[k]) if k in pngs else None
             for k in ("curves", "hyperparams", "best_samples", "real_samples")
         },
         "environment": environment_table(sweep),
+        "trial_hosts": trial_hosts(sweep),
         "parent_env": parent_env,
         "sweep_yaml": sweep_yaml,
     }
@@ -695,14 +581,14 @@ def write_report(
     if log_to_mlflow and parent is not None:
         log_run_artifacts(
             parent["run_id"],
-            [html_path, *figures.values(), *csv_files],
+            [html_path, *pngs.values(), *csv_files],
             "report",
             tracking_uri=sweep["tracking_uri"],
         )
         logged_to = parent["run_id"]
     return {
         "html": str(html_path),
-        "figures": {k: str(p) for k, p in figures.items()},
+        "figures": {k: str(p) for k, p in pngs.items()},
         "csv": [str(p) for p in csv_files],
         "logged_to": logged_to,
         "notes": notes,

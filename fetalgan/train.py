@@ -1,8 +1,9 @@
-"""The one training loop: ``train(cfg, report=None, resume=None) -> dict of final metrics``.
+"""The one training loop: ``train(cfg, report=None, resume=None, objective=None) -> Evaluation``.
 
 Reads top to bottom as the loop it is. The trainer knows nothing of Ray or MLflow: a sweep
-passes ``report`` (called after every evaluation with the metrics and the checkpoint file)
-and ``resume`` (a checkpoint to continue from).
+passes ``report`` (called with the :class:`~fetalgan.evaluation.Evaluation` record after every
+evaluation), ``resume`` (a checkpoint to continue from) and ``objective`` (its metric and mode:
+what ``best.pt`` is best at).
 
 Hot-loop rules: the real images live on the training device as one uint8 tensor, batches are
 indexed, augmented and normalised there; losses are accumulated on the device and read once
@@ -22,21 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from fetalgan.config import TrainConfig, to_dict
+from fetalgan.devices import pick_device
+from fetalgan.evaluation import Evaluation, Objective, metric_source
 
-Report = Callable[[dict, "Path | None"], None]
-
-
-def pick_device(name: str = "auto"):
-    """``cuda`` when present (or asked for), else ``cpu``."""
-    import torch
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' requested but torch sees no CUDA device")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device(name)
+# Called after every evaluation; on rank 0 the Evaluation names the checkpoint file.
+Report = Callable[[Evaluation], None]
 
 
 def autocast_dtype(precision: str, device) -> Any:
@@ -149,6 +140,25 @@ def _default_run_dir() -> Path:
     return Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
 
 
+def default_objective(cfg: TrainConfig) -> Objective | None:
+    """The best of a run without a sweep file: lowest FID (else KID, else LBPv L1 distance)
+    among what ``eval_metrics`` computes; None when nothing is evaluated (no ``best.pt``)."""
+    for source, metric in (("fid", "fid"), ("kid", "kid_mean"), ("lbpv", "lbpv_l1")):
+        if source in cfg.eval_metrics:
+            return Objective(metric, "min")
+    return None
+
+
+def check_objective(cfg: TrainConfig, objective: Objective) -> None:
+    """ValueError when no evaluation of ``cfg`` produces ``objective.metric``."""
+    source = metric_source(objective.metric)
+    if source is not None and source not in cfg.eval_metrics:
+        raise ValueError(
+            f"metric: {objective.metric!r} needs {source!r} in eval_metrics "
+            f"(now {cfg.eval_metrics})"
+        )
+
+
 def train(
     cfg: TrainConfig,
     report: Report | None = None,
@@ -156,16 +166,18 @@ def train(
     run_dir: str | Path | None = None,
     progress: bool = True,
     extra: dict | None = None,
-) -> dict:
-    """Train ``cfg.model`` on ``cfg.data``; return the last evaluation's metrics.
+    objective: Objective | None = None,
+) -> Evaluation:
+    """Train ``cfg.model`` on ``cfg.data``; return the last :class:`Evaluation`.
 
     Every ``cfg.eval_every`` epochs (and at the last one): sample ``cfg.eval_n`` images, compute
     the metrics in ``cfg.eval_metrics``, write ``samples/epoch_NNNN.png``, append to
-    ``metrics.jsonl``, save ``checkpoints/last.pt`` (and ``best.pt`` when the metric improved),
-    then call ``report(metrics, checkpoint_file)``. ``resume`` continues exactly from a
-    checkpoint; ``extra`` is stored unchanged in every checkpoint (a sweep keeps its MLflow run
-    id there). Under torch.distributed each rank trains on its shard with averaged gradients;
-    rank 0 evaluates and writes, every rank calls ``report`` (others with ``None``).
+    ``metrics.jsonl``, save ``checkpoints/last.pt`` (and ``best.pt`` when ``objective`` — the
+    sweep's metric and mode; default :func:`default_objective` — improved), then call
+    ``report(evaluation)``. ``resume`` continues exactly from a checkpoint; ``extra`` is stored
+    unchanged in every checkpoint (a sweep keeps its MLflow run id there). Under
+    torch.distributed each rank trains on its shard with averaged gradients; rank 0 evaluates
+    and writes, every rank calls ``report`` (others with an Evaluation of losses only).
     """
     import torch
 
@@ -185,6 +197,10 @@ def train(
     run_dir = Path(run_dir) if run_dir else _default_run_dir()
     show = progress and is_main
     model = family(cfg.model)
+    if objective is None:
+        objective = default_objective(cfg)
+    else:
+        check_objective(cfg, objective)
 
     # ---- state: fresh or resumed --------------------------------------------------------
     seed_everything(cfg.seed)
@@ -203,14 +219,15 @@ def train(
     for net in networks.values():
         net.to(device, memory_format=memory_format)
     optimizers = model.make_optimizers(cfg, networks)
-    start_epoch, history, best_value = 0, [], math.inf
+    start_epoch, history, best_value = 0, [], None
     if state:
         for name, net in networks.items():
             net.load_state_dict(state["networks"][name])
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         start_epoch, history = state["epoch"], list(state.get("history", []))
-        best_value = state.get("best_value", math.inf)
+        if objective is not None and state.get("objective") == objective.metric:
+            best_value = state.get("best_value")
         _set_rng_state(state["rng"], device)
 
     wrapped = dict(networks)
@@ -250,7 +267,7 @@ def train(
             desc=f"train {cfg.model}{cfg.resolution}",
             unit="epoch",
         )
-    metrics: dict[str, Any] = dict(history[-1]) if history else {}
+    evaluation = Evaluation.from_dict(history[-1]) if history else Evaluation(epoch=start_epoch)
 
     # ---- the loop --------------------------------------------------------------------------
     for epoch in range(start_epoch, cfg.epochs):
@@ -293,27 +310,38 @@ def train(
             continue
 
         # ---- evaluation: metrics, sample grid, checkpoint, report ------------------------
-        metrics = {"epoch": done, **named}
-        checkpoint_file = None
+        evaluation = Evaluation(epoch=done, losses=named, objective=objective or Objective())
         if is_main:
             t0 = time.perf_counter()
             fakes = sample_images(networks, cfg, cfg.eval_n, device, seed=cfg.seed + 1_000_003)
+            evaluation.n_fake = int(fakes.shape[0])
             if evaluator is not None:  # plain Python numbers: checkpoints load weights_only
-                metrics.update({k: _plain(v) for k, v in evaluator(fakes).items()})
-                metrics["weights_sha256"] = evaluator.weights_sha256
-            metrics["eval_seconds"] = time.perf_counter() - t0
+                values = {k: _plain(v) for k, v in evaluator(fakes).items()}
+                evaluation.n_real = values.pop("n_real", None)
+                evaluation.feature_dim = values.pop("feature_dim", None)
+                values.pop("n_fake", None)
+                evaluation.values = values
+                evaluation.weights_sha256 = evaluator.weights_sha256
+                evaluation.reference = dataset.key
+            evaluation.eval_seconds = time.perf_counter() - t0
             grid = run_dir / "samples" / f"epoch_{done:04d}.png"
             grid.parent.mkdir(parents=True, exist_ok=True)
             write_grid(fakes[:64], grid, nrow=8)
-            metrics["sample_grid"] = str(grid)
-            history.append(metrics)
+            evaluation.sample_grid = str(grid)
+            if objective is not None:
+                score = evaluation.get(objective.metric)
+                evaluation.is_best = objective.better(score, best_value)
+                best_value = score if evaluation.is_best else best_value
+                evaluation.best_value = best_value
+            else:
+                evaluation.objective = Objective()
+            checkpoint_file = run_dir / "checkpoints" / "last.pt"
+            evaluation.checkpoint = str(checkpoint_file)
+            history.append(evaluation.to_dict())
             with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            score = metrics.get("fid", losses[-1])
-            improved = score < best_value
-            best_value = min(best_value, score)
-            checkpoint_file = save_checkpoint(
-                run_dir / "checkpoints" / "last.pt",
+                f.write(json.dumps(evaluation.to_dict()) + "\n")
+            save_checkpoint(
+                checkpoint_file,
                 {
                     "model": cfg.model,
                     "config": to_dict(cfg),
@@ -322,22 +350,26 @@ def train(
                     "optimizers": {n: opt.state_dict() for n, opt in optimizers.items()},
                     "rng": _rng_state(device),
                     "history": history,
+                    "objective": None if objective is None else objective.metric,
                     "best_value": best_value,
                     "extra": extra,
                 },
             )
-            if improved:
+            if evaluation.is_best:
                 shutil.copyfile(checkpoint_file, run_dir / "checkpoints" / "best.pt")
             if bar is not None:
-                shown = " ".join(
-                    f"{k} {metrics[k]:.3f}"
-                    for k in (*model.LOSS_NAMES, "fid", "kid_mean")
-                    if k in metrics
+                shown = evaluation.metrics()
+                bar.write(
+                    f"epoch {done}: "
+                    + " ".join(
+                        f"{k} {shown[k]:.3f}"
+                        for k in (*model.LOSS_NAMES, "fid", "kid_mean")
+                        if k in shown
+                    )
                 )
-                bar.write(f"epoch {done}: {shown}")
         if report is not None:
-            report(metrics, checkpoint_file)
+            report(evaluation)
 
     if bar is not None:
         bar.close()
-    return metrics
+    return evaluation

@@ -97,19 +97,25 @@ else
 fi
 set_run
 
-# The experiment's name, storage and data root, from the sweep file (also validates it).
+# The experiment's name, storage and data root, from the sweep file and the sweep options
+# --set/--storage (also validates them, with the loader `fetalgan sweep` uses).
 read -r -d '' READ_SWEEP <<'EOF' || true
-import os, sys
-from fetalgan.sweep import load, storage_root
+import argparse, os, sys
+from fetalgan.config import load_sweep
+from fetalgan.sweep.run import storage_root
+options = argparse.ArgumentParser(add_help=False)
+options.add_argument("--set", action="append", default=[])
+options.add_argument("--storage")
+known, _ = options.parse_known_args(sys.argv[2:])
 try:
-    cfg = load(sys.argv[1])
+    cfg = load_sweep(sys.argv[1], known.set)
 except (ValueError, FileNotFoundError) as err:
     sys.exit(f"ray_cluster.sh: error: {err}")
 print(cfg.name)
-print(storage_root(cfg))
+print(storage_root(cfg, known.storage))
 print(os.path.abspath(cfg.base.data.root) if cfg.base.data.root else "")
 EOF
-info=$("${RUN[@]}" python -c "$READ_SWEEP" "$SWEEP") || exit 2
+info=$("${RUN[@]}" python -c "$READ_SWEEP" "$SWEEP" "$@") || exit 2
 mapfile -t info <<<"$info"
 NAME=${info[0]} STORAGE=${info[1]} DATA_ROOT=${info[2]:-}
 mkdir -p "$STORAGE"

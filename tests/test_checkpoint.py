@@ -13,6 +13,14 @@ def test_roundtrip_and_atomic(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left
 
 
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    path = save_checkpoint(tmp_path / "last.pt", {"epoch": 1})
+    with pytest.raises(Exception, match="pickle|lambda"):  # torch.save fails midway
+        save_checkpoint(path, {"epoch": 2, "callback": lambda: None})
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
 def test_weights_only_refuses_code(tmp_path):
     class Evil:
         def __reduce__(self):

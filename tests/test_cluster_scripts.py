@@ -120,3 +120,15 @@ def test_server_auth_needs_admin_password(tmp_path):
 def test_server_help():
     result = run(SERVER, "--help")
     assert result.returncode == 0 and "--backend-store-uri" in result.stdout
+
+
+def test_sweep_options_are_validated_with_the_sweep_file_before_ray_starts(tmp_path):
+    """--set on sweep-file keys goes through the same loader as `fetalgan sweep` (a bad value
+    stops the job before any Ray step)."""
+    good = tmp_path / "good.yaml"
+    good.write_text("name: good\n")
+    env = {"SLURM_JOB_ID": "1", "SLURMD_NODENAME": "n1", "FETALGAN_VENV": str(REPO / ".venv")}
+    result = run(RAY_CLUSTER, str(good), "--set", "max_concurrent=0", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "max_concurrent: must be > 0" in result.stderr
+    assert "Ray head" not in result.stdout

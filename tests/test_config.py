@@ -28,6 +28,7 @@ def test_sweep_file_loads_with_space(tmp_path):
         tmp_path,
         """
         name: t
+        search: {kind: random}
         base: {resolution: 32, data: {kind: phantom, size: 10}, lr_g: 1e-3}
         space:
           lr_d: {loguniform: [1.0e-5, 1.0e-2]}

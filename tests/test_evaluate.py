@@ -113,6 +113,19 @@ def test_unknown_metric_lists_the_valid_ones(folders, no_network):
         evaluate_folders(*folders, metrics=("fdi",), progress=False)
 
 
+def test_cuda_without_cuda_fails_before_reading_images(tmp_path, no_network, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'cuda' requested but torch sees no CUDA device"):
+        evaluate_folders(tmp_path / "absent", tmp_path / "absent", device="cuda", progress=False)
+    # pixel metrics need no device: the same request is fine without fid/kid
+    with pytest.raises(FileNotFoundError, match="absent"):
+        evaluate_folders(
+            tmp_path / "absent", tmp_path / "absent", metrics="psnr", device="cuda", progress=False
+        )
+
+
 @pytest.mark.slow
 def test_fid_agrees_with_pytorch_fid_on_the_same_folders(tmp_path, monkeypatch):
     """pytorch-fid, run offline on our weights placed in its hub cache, is the reference."""

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -117,16 +118,43 @@ def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, mon
         names = {f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")}
         assert {"checkpoint/last.pt", "checkpoint/best.pt"} <= names
 
-    # `fetalgan best` against an independent query: lowest last lbpv_l1 among the children.
-    expected = min(runs, key=lambda r: r.data.metrics["lbpv_l1"])
+    # `fetalgan best` against an independent query: the lowest lbpv_l1 anywhere in the
+    # children's histories (best over the history, not the last value).
+    lowest = min(
+        (m.value, r.info.run_id)
+        for r in runs
+        for m in client.get_metric_history(r.info.run_id, "lbpv_l1")
+    )
     capsys.readouterr()
     assert main(["best", "asha", "--json", "--tracking-uri", store]) == 0
     best = json.loads(capsys.readouterr().out)
-    assert best["run_id"] == expected.info.run_id == summary["best"]["run_id"]
-    assert best["value"] == expected.data.metrics["lbpv_l1"]
+    assert (best["value"], best["run_id"]) == lowest
+    assert best["run_id"] == summary["best"]["run_id"]
+    assert summary["best"]["lbpv_l1"] == best["value"]
+    expected = client.get_run(best["run_id"])
+    assert expected.data.metrics["best_lbpv_l1"] == best["value"]
     parent = client.get_run(expected.data.tags["mlflow.parentRunId"])
     assert parent.data.tags["best_run_id"] == expected.info.run_id
     assert client.get_model_version_by_alias("asha", "best").run_id == expected.info.run_id
+    # System metrics sampled in the trial, logged at the evaluation's step.
+    cpu = client.get_metric_history(best["run_id"], "system/cpu_percent")
+    assert cpu and all(m.value >= 0 for m in cpu)
+    assert expected.data.metrics["system/rss_mib"] > 50  # torch alone is more than that
+    # Sample grids as images with steps (the UI's slider), one per evaluation.
+    from fetalgan.tracking import sample_grid_files
+
+    steps = [m.step for m in client.get_metric_history(best["run_id"], "lbpv_l1")]
+    assert sorted(sample_grid_files(best["run_id"], tracking_uri=store)) == steps
+
+    # best.pt is the evaluation that reached the best value.
+    from fetalgan.checkpoint import load_checkpoint
+    from fetalgan.tracking import download_checkpoint
+
+    served = load_checkpoint(
+        download_checkpoint(best["run_id"], tmp_path / "served", tracking_uri=store)
+    )
+    history = client.get_metric_history(best["run_id"], "lbpv_l1")
+    assert served["epoch"] == min(history, key=lambda m: (m.value, m.step)).step
 
     monkeypatch.setenv("FETALGAN_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "synth"
@@ -135,9 +163,25 @@ def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, mon
         == 0
     )
     assert len(list(out.glob("img_*.png"))) == 5
+    # The registered model loads in a fresh process and gives the same images for the seed.
+    script = (
+        "import sys, mlflow, numpy as np;"
+        "m = mlflow.pyfunc.load_model('models:/asha@best');"
+        "np.save(sys.argv[1], m.predict({'n': 5, 'seed': 0}))"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "pyfunc.npy")], env=env, check=True
+    )
+    from fetalgan.images import read_grey
+
+    pyfunc = np.load(tmp_path / "pyfunc.npy")
+    generated = np.stack([read_grey(p) for p in sorted(out.glob("img_*.png"))])
+    assert pyfunc.dtype == np.uint8 and pyfunc.shape == (5, 32, 32)
+    np.testing.assert_array_equal(pyfunc, generated)
 
 
-def test_grid_combines_with_sampled_values(tmp_path, ray_instance):
+def test_grid_combines_with_sampled_values(tmp_path, ray_instance, capsys):
     """grid (and, with search.kind grid, choice) expands to every combination; a sampled key
     is drawn for each of them."""
     path = write_sweep(
@@ -152,8 +196,11 @@ def test_grid_combines_with_sampled_values(tmp_path, ray_instance):
             "lr_g": {"loguniform": [1e-4, 1e-3]},
         },
     )
-    summary = run_sweep(path, storage=tmp_path / "rr", tracking=False)
+    summary = run_sweep(
+        path, storage=tmp_path / "rr", tracking=False, overrides=["max_concurrent=auto"]
+    )
     assert summary["num_trials"] == 4 and summary["num_errors"] == 0
+    assert "max_concurrent auto = 4 trials at once" in capsys.readouterr().out  # 4 CPUs / 1
     trials = []
     for params in (tmp_path / "rr" / "grid").glob("trial_*/params.json"):
         trials.append(json.loads(params.read_text()))
@@ -215,10 +262,15 @@ def test_data_parallel_trial_on_two_cpu_workers(tmp_path, ray_instance):
     assert train_run.name.startswith("ddp_")
 
 
-def sweep_command(path, tmp_path, store, *extra) -> subprocess.Popen:
+def sweep_command(path, tmp_path, store, *extra, env=None) -> subprocess.Popen:
     """`fetalgan sweep` in a subprocess (its own Ray); output goes to a log file (a pipe
     nobody reads while the test polls could fill up and stall the driver)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "FETALGAN_CACHE": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "FETALGAN_CACHE": str(tmp_path / "cache"),
+        **(env or {}),
+    }
     log = open(tmp_path / f"sweep-{time.monotonic_ns()}.log", "w+")
     command = [sys.executable, "-m", "fetalgan", "sweep", str(path)]
     command += ["--storage", str(tmp_path / "rr"), "--tracking-uri", store, *extra]
@@ -300,15 +352,42 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_sweep_with_fid_from_the_command_line(tmp_path):
-    """sweeps/smoke.yaml as CI runs it: real FID/KID, then `fetalgan best`."""
+def test_smoke_sweep_on_kid_from_the_command_line(tmp_path):
+    """sweeps/smoke.yaml as CI runs it (real FID/KID), with `--set metric=kid_mean` and an empty
+    RAY_ADDRESS (= a local Ray): best.pt, `fetalgan best`, the parent's best and the registry
+    all follow KID, not FID."""
     store = f"sqlite:///{tmp_path}/mlruns.db"
-    driver = sweep_command(REPO / "sweeps" / "smoke.yaml", tmp_path, store)
+    driver = sweep_command(
+        REPO / "sweeps" / "smoke.yaml",
+        tmp_path,
+        store,
+        "--set",
+        "metric=kid_mean",
+        "--set",
+        "num_samples=2",
+        env={"RAY_ADDRESS": ""},
+    )
     output = finish(driver, 400)
     assert driver.returncode == 0, output
     assert "best trial" in output and "mlflow ui --backend-store-uri" in output
     runs = children(store, "smoke")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    client = MlflowClient(store)
     for run in runs:
         assert run.data.metrics["fid"] > 0 and "kid_mean" in run.data.metrics
         assert run.data.metrics["n_fake"] == 32
+    lowest = min(
+        (m.value, r.info.run_id)
+        for r in runs
+        for m in client.get_metric_history(r.info.run_id, "kid_mean")
+    )
+    best = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "fetalgan", "best", "smoke", "--json", "--tracking-uri", store],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert best["metric"] == "kid_mean" and (best["value"], best["run_id"]) == lowest
+    assert client.get_model_version_by_alias("smoke", "best").run_id == best["run_id"]

@@ -1,6 +1,7 @@
 """Every sweep file in sweeps/ loads and validates; sweep-level config errors name the key.
 
-No Ray here: ``fetalgan.sweep.load`` checks a sweep without starting anything.
+No Ray here: ``fetalgan.config.load_sweep`` (the one loader) checks a sweep without starting
+anything.
 """
 
 from pathlib import Path
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fetalgan.config import ConfigError, SweepConfig, TrainConfig
-from fetalgan.sweep import _encoded_keys, check_sweep, load, trial_config
+from fetalgan.config import ConfigError, SweepConfig, TrainConfig, to_dict
+from fetalgan.config import load_sweep as load
+from fetalgan.sweep.space import concurrency, encoded_keys, trial_config
 
 SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
 
@@ -28,7 +30,7 @@ def test_sweep_file_is_valid(path):
         if kind in ("choice", "grid"):
             for value in values:
                 sampled = {key: value}
-                trial_config(cfg.base, sampled, [])
+                trial_config(to_dict(cfg.base), sampled, [])
 
 
 def test_paper_grid_yields_the_studys_twenty_sets():
@@ -96,10 +98,12 @@ def test_overrides_apply_to_base_of_a_file_and_an_object(tmp_path):
 
 def test_list_values_travel_as_json_and_come_back():
     """Search libraries take scalar categories only: a choice of betas is encoded and decoded."""
-    cfg = check_sweep(SweepConfig(space={"betas": {"choice": [[0.5, 0.999], [0.9, 0.99]]}}))
-    encoded = _encoded_keys(cfg)
+    cfg = load(SweepConfig(space={"betas": {"choice": [[0.5, 0.999], [0.9, 0.99]]}}))
+    encoded = encoded_keys(cfg)
     assert encoded == ["betas"]
-    assert trial_config(cfg.base, {"betas": "[0.9, 0.99]"}, encoded).betas == [0.9, 0.99]
+    base = to_dict(cfg.base)
+    assert trial_config(base, {"betas": "[0.9, 0.99]"}, encoded).betas == [0.9, 0.99]
+    assert base["betas"] == [0.5, 0.999]  # the shared base is not changed by a trial
 
 
 def test_unreachable_tracking_server_fails_before_ray_starts(tmp_path):
@@ -129,3 +133,69 @@ def test_expected_trials_counts_grid_points_times_samples(tmp_path):
     )
     assert expected_trials(cfg) == 12
     assert expected_trials(SweepConfig(num_samples=5)) == 5
+
+
+def test_set_reaches_sweep_keys_and_base_keys(tmp_path):
+    """--set max_concurrent=16 --set num_samples=64 --set scheduler.max_t=50 (sweep keys), and
+    bare or base.-prefixed training keys, through the same strict checks."""
+    path = write(tmp_path, base_sweep(base={"resolution": 32, "epochs": 60, "eval_every": 2}))
+    cfg = load(
+        path,
+        [
+            "max_concurrent=16",
+            "num_samples=64",
+            "scheduler.max_t=50",
+            "lr_g=1e-3",
+            "base.data.size=12",
+            "search.seed=7",
+        ],
+    )
+    assert (cfg.max_concurrent, cfg.num_samples, cfg.scheduler.max_t) == (16, 64, 50)
+    assert (cfg.base.lr_g, cfg.base.data.size, cfg.search.seed) == (1e-3, 12, 7)
+    assert load(path, ["max_concurrent=auto"]).max_concurrent == "auto"
+    for bad, message in [
+        ("max_concurrent=0", "max_concurrent: must be > 0"),
+        ("max_concurrent=lots", "max_concurrent: expected a positive integer or auto"),
+        ("scheduler.max_tt=5", "scheduler.max_tt: unknown key"),
+        ("num_samples=many", "num_samples: expected an integer"),
+        ("lr_gg=1", "base.lr_gg: unknown key"),
+    ]:
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+            load(path, [bad])
+
+
+@pytest.mark.parametrize(
+    "resources, workers, cluster, expected",
+    [
+        ({"cpu": 1, "gpu": 0}, 1, {"CPU": 8.0}, 8),
+        ({"cpu": 4, "gpu": 1}, 1, {"CPU": 64.0, "GPU": 16.0}, 16),  # 4 nodes x 4 GPUs
+        ({"cpu": 4, "gpu": 1}, 1, {"CPU": 32.0, "GPU": 16.0}, 8),  # CPUs are the limit
+        ({"cpu": 1, "gpu": 0.25}, 1, {"CPU": 64.0, "GPU": 2.0}, 8),  # fractional GPUs pack
+        ({"cpu": 2, "gpu": 0}, 2, {"CPU": 8.0}, 2),  # data-parallel: per worker x workers
+        ({"cpu": 4, "gpu": 1}, 1, {"CPU": 2.0}, 1),  # never below one
+    ],
+)
+def test_max_concurrent_auto_fills_the_cluster(resources, workers, cluster, expected):
+    from fetalgan.config import ResourcesConfig
+
+    cfg = load(
+        SweepConfig(
+            max_concurrent="auto",
+            resources=ResourcesConfig(**resources),
+            workers_per_trial=workers,
+        )
+    )
+    assert concurrency(cfg, cluster) == expected
+    assert concurrency(load(SweepConfig(max_concurrent=3)), cluster) == 3
+
+
+def test_empty_ray_address_counts_as_unset(monkeypatch):
+    from fetalgan.sweep.run import ray_address
+
+    for empty in ("", "  "):
+        monkeypatch.setenv("RAY_ADDRESS", empty)
+        assert ray_address() is None
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert ray_address() is None
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert ray_address() == "10.0.0.1:6379"

@@ -2,15 +2,21 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from fetalgan.config import DataConfig, TrainConfig
+from fetalgan.evaluation import Evaluation, Objective
 from fetalgan.tracking import (
     SweepTracker,
     best_run,
     check_tracking,
     download_checkpoint,
+    download_sample_grid,
+    metric_at_best,
     resolve_tracking_uri,
     runs_table_url,
+    sample_grid_files,
 )
 from mlflow import MlflowClient
 
@@ -23,6 +29,7 @@ def store(tmp_path):
 def fake_evaluation(tmp_path: Path, epoch: int) -> tuple[Path, Path]:
     from PIL import Image
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     checkpoint = tmp_path / f"ckpt_{epoch}.pt"
     checkpoint.write_bytes(f"weights of epoch {epoch}".encode())
     grid = tmp_path / f"grid_{epoch}.png"
@@ -30,72 +37,136 @@ def fake_evaluation(tmp_path: Path, epoch: int) -> tuple[Path, Path]:
     return checkpoint, grid
 
 
-def log_trial(tracker, tmp_path, trial_id, fids, status="FINISHED"):
-    config = {"lr_g": 1e-3, "betas": [0.5, 0.999], "data": {"size": 10}}
-    run_id = tracker.start_trial(trial_id, f"trial {trial_id}", config, "lr_g: 0.001\n")
-    for epoch, fid in enumerate(fids, start=1):
-        is_best = tracker.log_result(run_id, {"epoch": epoch, "fid": fid, "loss_g": 1.0 / epoch})
+def log_trial(tracker, tmp_path, trial_id, values, status="FINISHED", *, metric="fid"):
+    """A trial logged as the sweep driver logs one: each evaluation's record (with the running
+    best the trainer computes), its sample grid and checkpoints."""
+    objective = tracker.objective
+    config = TrainConfig(lr_g=1e-3, data=DataConfig(size=10))
+    run_id = tracker.start_trial(trial_id, f"trial {trial_id}", config)
+    best = None
+    for epoch, value in enumerate(values, start=1):
+        is_best = best is None or (value < best if objective.mode == "min" else value > best)
+        best = value if is_best else best
+        evaluation = Evaluation(
+            epoch=epoch,
+            losses={"loss_g": 1.0 / epoch},
+            values={metric: value},
+            n_fake=16,
+            objective=objective,
+            best_value=best,
+            is_best=is_best,
+            weights_sha256="abc123",
+            reference="phantom-32-10",
+        )
+        tracker.log_evaluation(
+            run_id, evaluation, system={"cpu_percent": 50.0 + epoch}, tags={"worker_host": "n1"}
+        )
         checkpoint, grid = fake_evaluation(tmp_path, epoch)
         tracker.log_evaluation_files(
-            run_id, epoch, checkpoint_file=checkpoint, sample_grid=grid, is_best=is_best
+            run_id, evaluation, checkpoint_file=checkpoint, sample_grid=grid
         )
-    tracker.end_trial(run_id, status, stopped_early=len(fids) < 3)
+    tracker.end_trial(run_id, status, stopped_early=len(values) < 3)
     return run_id
 
 
-def test_sweep_layout_best_run_and_registry(tmp_path, store):
+def test_best_is_the_best_value_over_the_history_not_the_last(tmp_path, store):
+    """A logs FID 40 -> 10 -> 30, B 40 -> 25 -> 20: A is best (10), and what `best` serves is
+    A's best.pt, the epoch-2 weights that scored 10."""
     tracker = SweepTracker("exp", tracking_uri=store, checkpoint_epochs=(2,))
     parent = tracker.start_parent()
     runs = {
-        "a": log_trial(tracker, tmp_path, "a", [50.0, 40.0, 45.0]),  # best evaluation: epoch 2
-        "b": log_trial(tracker, tmp_path, "b", [60.0, 30.0, 20.0]),  # best at its last epoch
-        "c": log_trial(tracker, tmp_path, "c", [90.0]),  # stopped early
+        "a": log_trial(tracker, tmp_path / "a", "a", [40.0, 10.0, 30.0]),
+        "b": log_trial(tracker, tmp_path / "b", "b", [40.0, 25.0, 20.0]),
+        "c": log_trial(tracker, tmp_path / "c", "c", [90.0]),  # stopped early
     }
-    best = tracker.finish_parent("FINISHED")
+    best = tracker.finish_parent("FINISHED", register=False)
+    assert best["run_id"] == runs["a"] and best["value"] == 10.0
+    assert best["checkpoint_uri"] == f"runs:/{runs['a']}/checkpoint/best.pt"
+    assert best_run("exp", tracking_uri=store)["run_id"] == runs["a"]
 
     client = MlflowClient(store)
-    children = client.search_runs(
-        [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+    # Independent of fetalgan's query: the lowest FID anywhere in the children's histories.
+    lowest = min(
+        (m.value, run_id)
+        for run_id in runs.values()
+        for m in client.get_metric_history(run_id, "fid")
     )
-    assert sorted(r.info.run_id for r in children) == sorted(runs.values())
-    # Independent of fetalgan's query: the lowest last-evaluation FID among the children.
-    expected = min(children, key=lambda r: r.data.metrics["fid"])
-    assert best["run_id"] == expected.info.run_id == runs["b"]
-    assert best["value"] == 20.0
-    assert client.get_run(parent).data.tags["best_run_id"] == runs["b"]
+    assert lowest == (10.0, runs["a"])
+    assert [m.value for m in client.get_metric_history(runs["a"], "best_fid")] == [40, 10, 10]
+    assert client.get_run(parent).data.tags["best_run_id"] == runs["a"]
+    assert client.get_run(parent).data.metrics["best_fid"] == 10.0
     assert client.get_run(parent).info.status == "FINISHED"
+    served = download_checkpoint(best["checkpoint_uri"], tmp_path / "dl", tracking_uri=store)
+    assert served.read_bytes() == b"weights of epoch 2"
+    # The FID of the evaluation best.pt holds, as the reader study reads it.
+    assert metric_at_best(runs["b"], "fid", tracking_uri=store) == 20.0
+    assert metric_at_best(runs["b"], "loss_g", tracking_uri=store) == pytest.approx(1 / 3)
 
-    run_a = client.get_run(runs["a"])
-    assert run_a.data.params["lr_g"] == "0.001"
-    assert run_a.data.params["data.size"] == "10"
-    assert run_a.data.params["betas"] == "[0.5, 0.999]"
-    assert [m.step for m in client.get_metric_history(runs["a"], "fid")] == [1, 2, 3]
-    assert client.get_run(runs["c"]).data.tags["stopped_early"] == "true"
-    files = {f.path for f in client.list_artifacts(runs["a"], "checkpoint")}
+
+def test_mode_max_and_another_metric_rank_the_same_way(tmp_path, store):
+    """metric kid_mean (mode max here, to tell the modes apart): the ranking, the value and
+    the checkpoint follow the sweep's objective, not FID."""
+    tracker = SweepTracker("kid", tracking_uri=store, objective=Objective("kid_mean", "max"))
+    tracker.start_parent()
+    a = log_trial(tracker, tmp_path / "a", "a", [0.1, 0.9, 0.2], metric="kid_mean")
+    b = log_trial(tracker, tmp_path / "b", "b", [0.1, 0.5, 0.8], metric="kid_mean")
+    best = tracker.finish_parent("FINISHED", register=False)
+    assert (best["run_id"], best["value"], best["metric"]) == (a, 0.9, "kid_mean")
+    assert b != a
+    served = download_checkpoint(best["checkpoint_uri"], tmp_path / "dl", tracking_uri=store)
+    assert served.read_bytes() == b"weights of epoch 2"
+
+
+def test_trial_run_layout(tmp_path, store):
+    """Typed params, one metric point per evaluation at step = epoch, system metrics, the
+    sample grids as images with steps, checkpoints, tags and the standard git commit tag."""
+    from fetalgan.config import param_value
+
+    tracker = SweepTracker("exp", tracking_uri=store, checkpoint_epochs=(2,))
+    tracker.start_parent()
+    run_id = log_trial(tracker, tmp_path, "a", [50.0, 40.0, 45.0])
+    client = MlflowClient(store)
+    run = client.get_run(run_id)
+    params = run.data.params
+    assert param_value("lr_g", params["lr_g"]) == 1e-3
+    assert param_value("data.size", params["data.size"]) == 10
+    assert param_value("betas", params["betas"]) == [0.5, 0.999]
+    assert param_value("fail_at_epoch", params["fail_at_epoch"]) is None
+    assert param_value("channels_last", params["channels_last"]) is True
+    assert [m.step for m in client.get_metric_history(run_id, "fid")] == [1, 2, 3]
+    cpu = client.get_metric_history(run_id, "system/cpu_percent")
+    assert [(m.step, m.value) for m in cpu] == [(1, 51.0), (2, 52.0), (3, 53.0)]
+    assert run.data.metrics["n_fake"] == 16
+    assert run.data.tags["worker_host"] == "n1"
+    assert run.data.tags["weights_sha256"] == "abc123"
+    assert run.data.tags["reference"] == "phantom-32-10"
+    from fetalgan.envinfo import git_commit
+
+    if git_commit():
+        assert run.data.tags["mlflow.source.git.commit"] == git_commit()
+    files = {f.path for f in client.list_artifacts(run_id, "checkpoint")}
     assert files == {"checkpoint/last.pt", "checkpoint/best.pt", "checkpoint/epoch_0002.pt"}
-    top = {f.path for f in client.list_artifacts(runs["a"])}
-    assert {"curves.png", "config.yaml", "environment.json", "samples"} <= top
-    samples = {f.path for f in client.list_artifacts(runs["a"], "samples")}
-    assert samples == {f"samples/epoch_000{e}.png" for e in (1, 2, 3)}
-    # best.pt of run a holds the epoch-2 weights (its best FID), last.pt the epoch-3 ones.
-    best_a = download_checkpoint(runs["a"], tmp_path / "dl_a", tracking_uri=store)
-    assert best_a.read_bytes() == b"weights of epoch 2"
-    assert best_a.parent == tmp_path / "dl_a"  # under the destination
-    # The Model Registry has the best run's checkpoint under the experiment's name, alias best.
-    version = client.get_model_version_by_alias("exp", "best")
-    assert version.run_id == runs["b"]
-    from_registry = download_checkpoint("models:/exp@best", tmp_path / "dl_reg", tracking_uri=store)
-    assert from_registry.name == "best.pt"
-    assert from_registry.read_bytes() == b"weights of epoch 3"
+    top = {f.path for f in client.list_artifacts(run_id)}
+    assert {"config.yaml", "environment.json", "images"} <= top
+    assert "curves.png" not in top and "samples" not in top
+    grids = sample_grid_files(run_id, tracking_uri=store)
+    assert sorted(grids) == [1, 2, 3]
+    from PIL import Image
+
+    got = download_sample_grid(run_id, 2, tmp_path / "grid", tracking_uri=store)
+    assert np.asarray(Image.open(got)).max() == 2  # the epoch-2 grid (filled with 2)
+    latest = download_sample_grid(run_id, None, tmp_path / "latest", tracking_uri=store)
+    assert np.asarray(Image.open(latest)).max() == 3
+    assert download_sample_grid(run_id, 7, tmp_path / "none", tracking_uri=store) is None
 
 
 def test_restarted_trial_continues_its_run(tmp_path, store):
     tracker = SweepTracker("exp", tracking_uri=store)
     tracker.start_parent()
-    first = tracker.start_trial("t1", "t1", {"lr_g": 1.0}, "")
-    tracker.log_result(first, {"epoch": 1, "fid": 10.0})
+    first = tracker.start_trial("t1", "t1", TrainConfig())
+    tracker.log_evaluation(first, Evaluation(epoch=1, values={"fid": 10.0}))
     tracker.end_trial(first, "FAILED", error="RuntimeError: boom")
-    again = tracker.start_trial("t1", "t1", {"lr_g": 1.0}, "")
+    again = tracker.start_trial("t1", "t1", TrainConfig())
     assert again == first
     run = MlflowClient(store).get_run(first)
     assert run.info.status == "RUNNING"
@@ -103,13 +174,13 @@ def test_restarted_trial_continues_its_run(tmp_path, store):
     # A resumed sweep (new tracker, same parent) finds it too.
     resumed = SweepTracker("exp", tracking_uri=store)
     resumed.start_parent(tracker.parent_run_id)
-    assert resumed.start_trial("t1", "t1", {"lr_g": 1.0}, "") == first
+    assert resumed.start_trial("t1", "t1", TrainConfig()) == first
 
 
 def test_failed_run_keeps_the_error(tmp_path, store):
     tracker = SweepTracker("exp", tracking_uri=store)
     tracker.start_parent()
-    run_id = tracker.start_trial("t", "t", {}, "")
+    run_id = tracker.start_trial("t", "t", TrainConfig())
     tracker.end_trial(run_id, "FAILED", error="FloatingPointError: non-finite loss at epoch 1")
     run = MlflowClient(store).get_run(run_id)
     assert run.info.status == "FAILED"

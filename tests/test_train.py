@@ -56,7 +56,7 @@ def test_resume_is_exact(tmp_path, precision):
     assert a["optimizers"]["generator"]["state"][0]["exp_avg"].equal(
         b["optimizers"]["generator"]["state"][0]["exp_avg"]
     )
-    assert a["history"][-1]["loss_g"] == b["history"][-1]["loss_g"]
+    assert a["history"][-1]["losses"]["loss_g"] == b["history"][-1]["losses"]["loss_g"]
 
 
 def test_same_seed_same_losses_other_seed_differs(tmp_path):
@@ -64,8 +64,8 @@ def test_same_seed_same_losses_other_seed_differs(tmp_path):
     one = train(cfg, run_dir=tmp_path / "a", progress=False)
     two = train(cfg, run_dir=tmp_path / "b", progress=False)
     three = train(with_overrides(cfg, {"seed": 1}), run_dir=tmp_path / "c", progress=False)
-    assert one["loss_g"] == two["loss_g"]
-    assert one["loss_g"] != three["loss_g"]
+    assert one.losses["loss_g"] == two.losses["loss_g"]
+    assert one.losses["loss_g"] != three.losses["loss_g"]
 
 
 def test_report_and_run_dir(tmp_path):
@@ -73,20 +73,22 @@ def test_report_and_run_dir(tmp_path):
     cfg = tiny_config(tmp_path, epochs=3, eval_every=2)
     out = train(
         cfg,
-        report=lambda m, c: calls.append((m, c)),
+        report=calls.append,
         run_dir=tmp_path / "run",
         progress=False,
         extra={"run_id": "abc"},
     )
-    assert [m["epoch"] for m, _ in calls] == [2, 3]  # every eval_every, and the last epoch
-    assert out == calls[-1][0]
-    assert calls[-1][1] == tmp_path / "run" / "checkpoints" / "last.pt"
-    assert load_checkpoint(calls[-1][1])["extra"] == {"run_id": "abc"}
+    assert [e.epoch for e in calls] == [2, 3]  # every eval_every, and the last epoch
+    assert out == calls[-1]
+    assert calls[-1].checkpoint == str(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert load_checkpoint(calls[-1].checkpoint)["extra"] == {"run_id": "abc"}
+    assert calls[-1].n_fake == 16 and set(calls[-1].losses) == {"loss_g", "loss_d"}
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [2, 3]
     grid = read_grey(tmp_path / "run" / "samples" / "epoch_0003.png")
     assert grid.shape == (2 * 34 + 2, 8 * 34 + 2)  # 16 images of 32 px, 8 per row
-    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+    # no eval_metrics and no objective: nothing says which evaluation is best, so no best.pt
+    assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
 
 
 def test_non_finite_loss_stops_with_clear_error(tmp_path, monkeypatch):
@@ -114,7 +116,7 @@ def test_fail_at_epoch_knob_only_before_resume(tmp_path):
         run_dir=tmp_path / "r",
         progress=False,
     )
-    assert out["epoch"] == 2
+    assert out.epoch == 2
 
 
 def test_generate_count_size_and_determinism(tmp_path):
@@ -130,3 +132,33 @@ def test_generate_count_size_and_determinism(tmp_path):
     assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
     other = generate(ckpt, 2, tmp_path / "g3", seed=4, progress=False)
     assert other[0].read_bytes() != paths[0].read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_best_checkpoint_follows_the_objective(tmp_path, mode):
+    """best.pt holds the evaluation with the best value of the given metric and mode (not the
+    lowest FID whatever the sweep asks), and best_<metric> tracks the best so far."""
+    from fetalgan.evaluation import Objective
+
+    cfg = tiny_config(tmp_path, epochs=4, eval_every=1, eval_metrics=["lbpv"])
+    objective = Objective("lbpv_l1", mode)
+    calls = []
+    train(cfg, report=calls.append, run_dir=tmp_path / mode, progress=False, objective=objective)
+    values = [e.values["lbpv_l1"] for e in calls]
+    assert len(set(values)) == 4  # distinct values: the choice below is not a tie
+    pick = min if mode == "min" else max
+    best_epoch = calls[values.index(pick(values))].epoch
+    best = load_checkpoint(tmp_path / mode / "checkpoints" / "best.pt")
+    assert best["epoch"] == best_epoch
+    running = [pick(values[: i + 1]) for i in range(4)]
+    assert [e.best_value for e in calls] == running
+    assert [e.metrics()["best_lbpv_l1"] for e in calls] == running
+    assert [e.is_best for e in calls] == [v == r for v, r in zip(values, running, strict=True)]
+
+
+def test_objective_metric_must_be_computed(tmp_path):
+    from fetalgan.evaluation import Objective
+
+    cfg = tiny_config(tmp_path, eval_metrics=["lbpv"])
+    with pytest.raises(ValueError, match="'kid_mean' needs 'kid' in eval_metrics"):
+        train(cfg, run_dir=tmp_path / "r", progress=False, objective=Objective("kid_mean"))

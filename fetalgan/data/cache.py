@@ -1,9 +1,9 @@
 """On-disk caches shared by the data loaders and the metric statistics.
 
 Layout: ``cache_root() / SECTION / f"{key}.pt"`` (``SECTION`` is ``data`` for decoded image
-tensors, e.g. ``stats`` for real-image metric statistics). Files are written atomically (a
-temporary file in the same folder, then ``os.replace``), so trials that fill the same entry
-at once never see half a file, and read with ``torch.load(weights_only=True)``.
+tensors, e.g. ``stats`` for real-image metric statistics). Files are written with
+:func:`fetalgan.files.atomic_write`, so trials that fill the same entry at once never see half
+a file, and read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from fetalgan.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +36,11 @@ def cache_path(section: str, key: str, cache_dir: str | None = None) -> Path:
     return cache_root(cache_dir) / section / f"{key}.pt"
 
 
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file and ``os.replace``."""
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` a cache entry to ``path`` with :func:`fetalgan.files.atomic_write`."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is readable like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_cached(path: str | Path) -> Any | None:

@@ -12,7 +12,8 @@ Kinds (``DataConfig.kind``):
 - ``phantom``: no files; ``fetalgan.data.phantom`` renders them at the training resolution.
 
 Images become ``(N, 1, R, R) uint8``: grey, resized so the short side is ``R`` (PIL bilinear with
-antialiasing, as torchvision's ``Resize`` does for the classic DCGAN pipeline), centre-cropped.
+antialiasing, as torchvision's ``Resize`` does for the classic DCGAN pipeline), centre-cropped
+(``fetalgan.images.resize_crop``, which evaluation and the reader study use too).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fetalgan.data.cache import cache_path, load_cached, save_atomic, stable_key
-from fetalgan.images import list_images, read_grey
+from fetalgan.images import list_images, read_grey, resize_crop
 
 if TYPE_CHECKING:
     import torch
@@ -182,23 +183,6 @@ def list_files(data: DataConfig) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 # Decoding
 # --------------------------------------------------------------------------------------------
-
-
-def resize_crop(image: np.ndarray, resolution: int) -> np.ndarray:
-    """``(H, W) uint8`` -> ``(R, R) uint8``: short side resized to ``R`` (antialiased), centre crop."""
-    from PIL import Image
-
-    h, w = image.shape
-    short, long = min(h, w), max(h, w)
-    long_new = int(resolution * long / short)  # torchvision's rounding
-    size = (long_new, resolution) if w >= h else (resolution, long_new)  # PIL: (width, height)
-    img = Image.fromarray(image, mode="L")
-    if (w, h) != size:
-        img = img.resize(size, Image.BILINEAR)
-    arr = np.asarray(img)
-    top = int(round((arr.shape[0] - resolution) / 2.0))
-    left = int(round((arr.shape[1] - resolution) / 2.0))
-    return np.ascontiguousarray(arr[top : top + resolution, left : left + resolution])
 
 
 def _workers() -> int:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from fetalgan.config import EVAL_METRICS as TRAINING_METRICS  # the one list of them
+from fetalgan.files import atomic_write
 
-TRAINING_METRICS = ("fid", "kid", "lbpv")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,26 +56,20 @@ def stats_path(key: str, weights_sha256: str, dims: int, cache_dir: str | None =
 
 
 def _save_stats(stats: RealStats, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                features=stats.features,
-                mu=stats.mu,
-                sigma=stats.sigma,
-                lbpv=stats.lbpv,
-                n=np.int64(stats.n),
-                feature_dim=np.int64(stats.feature_dim),
-                weights_sha256=np.str_(stats.weights_sha256),
-                images_sha256=np.str_(stats.images_sha256),
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(
+        path,
+        lambda f: np.savez(
+            f,
+            features=stats.features,
+            mu=stats.mu,
+            sigma=stats.sigma,
+            lbpv=stats.lbpv,
+            n=np.int64(stats.n),
+            feature_dim=np.int64(stats.feature_dim),
+            weights_sha256=np.str_(stats.weights_sha256),
+            images_sha256=np.str_(stats.images_sha256),
+        ),
+    )
 
 
 def _load_stats(path: Path) -> RealStats | None:

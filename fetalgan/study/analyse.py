@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from fetalgan.files import atomic_write_text
 from fetalgan.metrics.image import LBPV_ELEMENT_KEYS
 from fetalgan.study import store
 
@@ -170,8 +171,7 @@ def reference_images(conn, key: dict[str, dict], real_dir: str | Path | None) ->
     ``real_dir`` at the study's resolution."""
     if real_dir is None:
         return store.images_array(conn, [i for i, k in key.items() if k["is_real"]])
-    from fetalgan.data.datasets import resize_crop
-    from fetalgan.images import read_grey
+    from fetalgan.images import read_grey, resize_crop
 
     side = int(store.read_meta(conn)["resolution"])
     return np.stack([resize_crop(read_grey(p), side) for p in store.study_files(real_dir)])
@@ -210,10 +210,11 @@ def generator_fid(
     key: dict[str, dict], experiment: str, *, tracking_uri: str | None = None
 ) -> tuple[dict[str, float], list[str]]:
     """``{fake image id: FID of the run that made it}`` and notes. The FID of a run is its
-    best evaluation's (the one ``checkpoint/best.pt`` holds, which ``generate`` uses). Images
+    best evaluation's by the sweep's metric and mode (the one ``checkpoint/best.pt`` holds,
+    which ``generate`` uses). Images
     whose source run was not recorded at ``create`` are taken to come from the experiment's
     best run (what ``fetalgan generate --best`` uses), with a note saying so."""
-    from fetalgan.tracking import best_run, run_metric_best
+    from fetalgan.tracking import best_run, metric_at_best
 
     notes: list[str] = []
     fake_ids = [i for i, k in key.items() if not k["is_real"]]
@@ -229,7 +230,7 @@ def generator_fid(
                 key[i] = key[i] | {"source_run": best["run_id"]}
         runs = {key[i]["source_run"] for i in fake_ids}
     fid = {
-        run: run_metric_best(run, "fid", experiment=experiment, tracking_uri=tracking_uri)
+        run: metric_at_best(run, "fid", experiment=experiment, tracking_uri=tracking_uri)
         for run in sorted(runs)
     }
     missing = sorted(run for run, value in fid.items() if value is None)
@@ -417,8 +418,7 @@ def analyse(
         notes.append("no answers yet")
     result["notes"] = notes
     if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(_finite(result), indent=2, allow_nan=False) + "\n")
+        atomic_write_text(json_path, json.dumps(_finite(result), indent=2, allow_nan=False) + "\n")
     return result
 
 

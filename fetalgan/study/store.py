@@ -206,8 +206,7 @@ def create_study(
     as ``fake_dirs``), kept per image for per-generator metrics. ``resolution``: side of the
     shown images (default: that of the synthetic images). Returns a summary dict.
     """
-    from fetalgan.data.datasets import resize_crop
-    from fetalgan.images import read_grey
+    from fetalgan.images import read_grey, resize_crop
 
     out = Path(out)
     if n < 2 or n % 2:

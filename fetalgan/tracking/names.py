@@ -32,12 +32,9 @@ CONFIG_ARTIFACT = "config.yaml"
 ENVIRONMENT_ARTIFACT = "environment.json"
 SWEEP_ARTIFACT = "sweep.yaml"
 MODEL_NAME = "model"  # the pyfunc model logged on the best run
-SYSTEM_PREFIX = "system/"  # per-trial system metrics (cpu_percent, rss_mb, gpu_*)
-
-
-def best_metric(metric: str) -> str:
-    """The metric key of a run's best value so far: ``best_fid`` for ``fid``."""
-    return f"best_{metric}"
+SYSTEM_PREFIX = "system/"  # per-trial system metrics (cpu_percent, rss_mib, gpu_*)
+# A run's best value so far of the sweep's metric is logged as best_<metric>
+# (fetalgan.evaluation.Objective.best_key).
 
 
 def epoch_checkpoint(epoch: int) -> str:

@@ -16,10 +16,9 @@ from fetalgan.data.datasets import (
     list_planes,
     load_folder,
     load_training_images,
-    resize_crop,
 )
 from fetalgan.data.phantom import phantom_images
-from fetalgan.images import write_png
+from fetalgan.images import resize_crop, write_png
 
 
 def _image(value: int, h: int = 27, w: int = 40) -> np.ndarray:

@@ -18,7 +18,7 @@ def test_trains_two_intervals_resumes_exactly_and_generates(tmp_path):
     cfg = tiny_ddpm(tmp_path)
     straight = tmp_path / "straight"
     out = train(cfg, run_dir=straight, progress=False)
-    assert out["epoch"] == 2 and out["loss"] > 0
+    assert out.epoch == 2 and out.losses["loss"] > 0
     assert len((straight / "metrics.jsonl").read_text().splitlines()) == 2
 
     first = tmp_path / "first"

@@ -41,8 +41,8 @@ def test_stages_resume_exactly_across_the_boundary_and_generate_twice_the_size(t
     lines = (straight / "metrics.jsonl").read_text().splitlines()
     history = [json.loads(line) for line in lines]
     # Epoch 1 is stage A (diffusion only), epochs 2-3 stage B (SR GAN only).
-    assert history[0]["loss_diffusion"] > 0 and history[0]["loss_sr_g"] == 0
-    assert history[1]["loss_diffusion"] == 0 and history[1]["loss_sr_g"] > 0
+    assert history[0]["losses"]["loss_diffusion"] > 0 and history[0]["losses"]["loss_sr_g"] == 0
+    assert history[1]["losses"]["loss_diffusion"] == 0 and history[1]["losses"]["loss_sr_g"] > 0
     state = load_checkpoint(straight / "checkpoints" / "last.pt")
     sr_state = state["networks"]["sr_generator"]
     assert int(sr_state["steps"]) == 9 and int(sr_state["sr_steps"]) == 6

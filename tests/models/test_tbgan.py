@@ -35,7 +35,7 @@ def test_trains_two_intervals_resumes_exactly_and_generates(tmp_path):
     cfg = tiny_tbgan(tmp_path)
     straight = tmp_path / "straight"
     out = train(cfg, run_dir=straight, progress=False)
-    assert out["epoch"] == 2 and out["r1"] > 0
+    assert out.epoch == 2 and out.losses["r1"] > 0
     first = tmp_path / "first"
     train(with_overrides(cfg, {"epochs": 1}), run_dir=first, progress=False)
     resumed = tmp_path / "resumed"

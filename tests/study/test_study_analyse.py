@@ -180,6 +180,8 @@ def test_generator_fid_from_mlflow(tmp_path):
     best FID, and the correlation with quality is computed over them."""
     from study_helpers import write_image_dirs
 
+    from fetalgan.config import TrainConfig
+    from fetalgan.evaluation import Evaluation
     from fetalgan.tracking import SweepTracker
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
@@ -187,9 +189,9 @@ def test_generator_fid_from_mlflow(tmp_path):
     tracker.start_parent()
     runs = []
     for k, fids in enumerate(([90.0, 40.0, 55.0], [120.0, 80.0])):
-        run_id = tracker.start_trial(f"t{k}", f"gen{k}", {"lr_g": k}, "lr_g: 0\n")
+        run_id = tracker.start_trial(f"t{k}", f"gen{k}", TrainConfig(lr_g=k + 1.0))
         for epoch, fid in enumerate(fids, start=1):
-            tracker.log_result(run_id, {"epoch": epoch, "fid": fid})
+            tracker.log_evaluation(run_id, Evaluation(epoch=epoch, values={"fid": fid}))
         tracker.end_trial(run_id, "FINISHED")
         runs.append(run_id)
     real_dir, fake_a = write_image_dirs(tmp_path / "a", n_real=8, n_fake=4)

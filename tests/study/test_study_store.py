@@ -47,8 +47,7 @@ def test_balanced_shuffled_and_seeded(tmp_path, image_dirs):
 def test_images_share_resolution_and_encoding(tmp_path, image_dirs):
     """Real scans (48x40 here) are brought to the fakes' 32x32 by the training transform, and
     every image is re-encoded by the one PNG writer: no size or format tells them apart."""
-    from fetalgan.data.datasets import resize_crop
-    from fetalgan.images import read_grey
+    from fetalgan.images import read_grey, resize_crop
 
     real_dir, fake_dir = image_dirs
     path = tmp_path / "s.db"

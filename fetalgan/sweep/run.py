@@ -1,0 +1,311 @@
+"""Running and resuming a sweep: ``run_sweep(path)`` loads and checks the sweep file (the one
+loader, ``config.load_sweep``), opens tracking before Ray starts (an unreachable store fails
+first), warms the real-image statistics, builds the Tuner and fits it; SIGTERM is turned into
+Tune's SIGUSR1 (save and stop), and ``resume=True`` continues a saved experiment with
+``Tuner.restore``.
+
+The experiment lives in ``<storage>/<name>`` (storage: ``storage=``, else the file's
+``storage``, else ``$FETALGAN_STORAGE``, else ``./ray_results``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+from fetalgan.config import (
+    SweepConfig,
+    TrainConfig,
+    expected_trials,
+    load_sweep,
+    space_values,
+    to_dict,
+)
+from fetalgan.evaluation import Objective
+from fetalgan.sweep import space
+from fetalgan.sweep.summary import print_summary, summarise
+from fetalgan.sweep.trainable import TrialSpec, sweep_trial, trial_dirname
+
+STATE_FILE = "fetalgan_sweep.json"  # in the experiment dir: parent run id, tracking URI
+SAVED_SWEEP = "fetalgan_sweep.yaml"  # in the experiment dir: the sweep as started (for resume)
+OUTCOME_FILE = "fetalgan_outcome.json"  # in the experiment dir: the tracking callback's outcome
+
+
+def storage_root(cfg: SweepConfig, storage: str | Path | None = None) -> Path:
+    """``storage``, else the file's ``storage``, else ``$FETALGAN_STORAGE``, else
+    ``./ray_results`` — as an absolute path."""
+    return Path(
+        storage or cfg.storage or os.environ.get("FETALGAN_STORAGE") or "ray_results"
+    ).resolve()
+
+
+def absolute_paths(base: TrainConfig, cwd: Path) -> TrainConfig:
+    """Relative dataset/cache/weights paths made absolute (trials run in other directories);
+    a copy with the paths replaced, nothing rebuilt or re-validated."""
+
+    def absolute(path: str | None) -> str | None:
+        return str(cwd / path) if path and not Path(path).is_absolute() else path
+
+    data = dataclasses.replace(
+        base.data, root=absolute(base.data.root), cache_dir=absolute(base.data.cache_dir)
+    )
+    return dataclasses.replace(base, data=data, fid_weights=absolute(base.fid_weights))
+
+
+def warm_real_statistics(cfg: SweepConfig) -> None:
+    """Compute the cached real-image statistics once in the driver, so trials read them
+    instead of each computing them. Covers the base data and every listed value of data keys
+    (``data.*``, ``resolution``, ``seed``)."""
+    from fetalgan.data import load_training_images
+    from fetalgan.metrics.stats import real_statistics
+
+    if not {"fid", "kid"} & set(cfg.base.eval_metrics):
+        return  # LBPv alone is computed by each trial without the FID network
+    keys = [k for k in cfg.space if k.startswith("data.") or k in ("resolution", "seed")]
+    options = [[(k, v) for v in (space_values(cfg.space[k]) or [])] for k in keys]
+    options = [o for o in options if o]
+    combos = [dict(c) for c in itertools.product(*options)] if options else [{}]
+    base = to_dict(cfg.base)
+    t0 = time.perf_counter()
+    for combo in combos[:32]:
+        tc = space.trial_config(base, combo)
+        dataset = load_training_images(tc.data, tc.resolution, seed=tc.seed, progress=False)
+        real_statistics(
+            dataset.images, key=dataset.key, weights=tc.fid_weights, cache_dir=tc.data.cache_dir
+        )
+    seconds = time.perf_counter() - t0
+    print(
+        f"fetalgan sweep: real-image statistics ready ({len(combos[:32])} set(s), {seconds:.1f} s)"
+    )
+
+
+def _prepare_experiment_dir(exp_dir: Path, resume: bool) -> None:
+    from ray.tune import Tuner
+
+    if resume:
+        if not Tuner.can_restore(str(exp_dir)):
+            raise FileNotFoundError(
+                f"{exp_dir}: no sweep to resume there (run it without --resume first, or pass "
+                "the --storage it used)"
+            )
+        return
+    if exp_dir.exists():
+        moved = exp_dir.with_name(f"{exp_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        exp_dir.rename(moved)
+        print(
+            f"fetalgan sweep: moved the earlier experiment {exp_dir} to {moved} "
+            "(use --resume to continue one)"
+        )
+    exp_dir.mkdir(parents=True)
+
+
+def ray_address() -> str | None:
+    """``$RAY_ADDRESS``; empty or blank counts as unset (a local Ray)."""
+    return (os.environ.get("RAY_ADDRESS") or "").strip() or None
+
+
+def _ensure_ray() -> bool:
+    """Connect to ``$RAY_ADDRESS`` or start a local Ray; True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = ray_address()
+    if address is None:
+        os.environ.pop("RAY_ADDRESS", None)  # Ray itself reads it too
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def _grid_unfinished(grid) -> bool:
+    return (
+        any(r.metrics is None or not r.metrics.get("done", True) for r in grid)
+        if len(grid)
+        else True
+    )
+
+
+def run_sweep(
+    path_or_cfg: str | Path | SweepConfig,
+    *,
+    resume: bool = False,
+    storage: str | Path | None = None,
+    tracking_uri: str | None = None,
+    overrides: Iterable[str] = (),
+    tracking: bool = True,
+    verbose: int = 1,
+    warm_statistics: bool = True,
+) -> dict:
+    """Run (or ``resume``) a sweep; print and return a summary (see ``summary.summarise``),
+    with ``wall_s`` and, when tracking, ``tracking_s`` (driver time spent on MLflow).
+    ``overrides``: ``--set`` items, sweep-file keys (``max_concurrent=16``,
+    ``scheduler.max_t=50``) or base keys (``lr_g=1e-3``). ``tracking=False`` skips MLflow
+    (used by the overhead benchmark)."""
+    t_start = time.perf_counter()
+    overrides = list(overrides)
+    cfg = load_sweep(path_or_cfg, overrides)
+    root = storage_root(cfg, storage)
+    exp_dir = root / cfg.name
+    state_file = exp_dir / STATE_FILE
+    state = json.loads(state_file.read_text()) if resume and state_file.is_file() else {}
+    if resume and (exp_dir / SAVED_SWEEP).is_file():
+        # A resumed sweep keeps the settings it started with (the file only names it).
+        if overrides:  # e.g. a requeued Slurm job repeating its command line
+            print("fetalgan sweep: --set ignored: a resumed sweep keeps its starting settings")
+        cfg = load_sweep(exp_dir / SAVED_SWEEP)
+    cfg = dataclasses.replace(cfg, base=absolute_paths(cfg.base, Path.cwd()))
+    objective = Objective(cfg.metric, cfg.mode)
+
+    # MLflow first: an unreachable server must fail before Ray starts.
+    tracker = None
+    tracking_setup_s = 0.0  # driver time for MLflow outside the callback (store, parent, end)
+    if tracking:
+        start = time.perf_counter()
+        from fetalgan.tracking import SweepTracker
+
+        tracker = SweepTracker(
+            cfg.name,
+            objective=objective,
+            tracking_uri=tracking_uri or state.get("tracking_uri"),
+            checkpoint_epochs=tuple(cfg.checkpoint_epochs),
+        )
+        tracking_setup_s += time.perf_counter() - start
+    from ray import tune
+
+    _prepare_experiment_dir(exp_dir, resume)
+    sweep_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    (exp_dir / SAVED_SWEEP).write_text(sweep_yaml)
+    if tracker is not None:
+        start = time.perf_counter()
+        tracker.start_parent(state.get("parent_run_id"), tags={"experiment_path": str(exp_dir)})
+        tracker.log_sweep_config(sweep_yaml)
+        state = {"parent_run_id": tracker.parent_run_id, "tracking_uri": tracker.tracking_uri}
+        state_file.write_text(json.dumps(state, indent=2) + "\n")
+        tracking_setup_s += time.perf_counter() - start
+    if warm_statistics:
+        warm_real_statistics(cfg)
+
+    spec = TrialSpec(
+        name=cfg.name,
+        base=to_dict(cfg.base),
+        encoded=space.encoded_keys(cfg),
+        objective=objective,
+        workers_per_trial=cfg.workers_per_trial,
+        cpu=cfg.resources.cpu,
+        gpu=cfg.resources.gpu,
+        ddp_storage=str(exp_dir / "ddp"),
+        parent_run_id=tracker.parent_run_id if tracker is not None else None,
+    )
+    callbacks = []
+    outcome_file = exp_dir / OUTCOME_FILE
+    outcome_file.unlink(missing_ok=True)
+    if tracker is not None:
+        from fetalgan.sweep.callback import TrackingCallback
+
+        callbacks.append(
+            TrackingCallback(
+                {
+                    "experiment": cfg.name,
+                    "objective": objective,
+                    "tracking_uri": tracker.tracking_uri,
+                    "checkpoint_epochs": tuple(cfg.checkpoint_epochs),
+                    "parent_run_id": tracker.parent_run_id,
+                },
+                spec,
+                str(outcome_file),
+            )
+        )
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the table reporter below, not AIR's
+    started_ray = _ensure_ray()
+    if cfg.workers_per_trial > 1:
+        # The trial only drives a Ray Train run whose workers reserve their own resources
+        # (Tune refuses an empty request, hence a sliver of a CPU).
+        resources = {"cpu": 0.01}
+    else:
+        resources = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
+    trainable = tune.with_resources(tune.with_parameters(sweep_trial, spec=spec), resources)
+    run_config = tune.RunConfig(  # (a resumed sweep keeps the one it was started with)
+        name=cfg.name,
+        storage_path=str(root),
+        callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        progress_reporter=space.progress_reporter(cfg),
+        verbose=verbose,
+    )
+    if resume:
+        # The restored experiment keeps its search state, trials and RunConfig: its tracking
+        # callback is rebuilt from the pickled arguments (same store, parent run and outcome
+        # file), so nothing of this invocation's needs to be put into it.
+        tuner = tune.Tuner.restore(
+            str(exp_dir), trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        max_concurrent = space.concurrency(cfg)
+        if cfg.max_concurrent == "auto":
+            print(f"fetalgan sweep: max_concurrent auto = {max_concurrent} trials at once")
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.build_param_space(cfg),
+            tune_config=tune.TuneConfig(
+                metric=cfg.metric,
+                mode=cfg.mode,
+                search_alg=space.searcher(cfg, max_concurrent),
+                scheduler=space.scheduler(cfg),
+                num_samples=cfg.num_samples,
+                trial_dirname_creator=trial_dirname,
+                # A finished trial's process takes the next one: torch and fetalgan stay
+                # imported (seconds per trial). Data-parallel trials start their own workers.
+                reuse_actors=cfg.workers_per_trial == 1,
+                trial_name_creator=trial_dirname,
+            ),
+            run_config=run_config,
+        )
+
+    previous_term = signal.getsignal(signal.SIGTERM)
+
+    def term_to_usr1(signum, frame):  # Slurm/scancel send TERM: save like USR1 does
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    signal.signal(signal.SIGTERM, term_to_usr1)
+    try:
+        grid = tuner.fit()
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+    from fetalgan.sweep.callback import read_outcome
+
+    outcome = read_outcome(outcome_file) if tracker is not None else None
+    if tracker is not None and outcome is None:
+        raise RuntimeError(f"{outcome_file}: the tracking callback did not report its outcome")
+    # A stop signal between two trials leaves every started trial finished: also count them.
+    interrupted = (outcome["interrupted"] if outcome else _grid_unfinished(grid)) or len(
+        grid
+    ) < expected_trials(cfg)
+    summary = summarise(cfg, grid, exp_dir, outcome, tracker, interrupted)
+    if tracker is not None:
+        start = time.perf_counter()
+        best = tracker.finish_parent(
+            "KILLED" if interrupted else "FINISHED", register=not interrupted
+        )
+        if best is not None and summary["best"] is not None:
+            summary["best"]["registered_version"] = best.get("model_version")
+        tracking_setup_s += time.perf_counter() - start
+        summary["tracking_s"] = tracking_setup_s + outcome["seconds"]
+    summary["wall_s"] = time.perf_counter() - t_start
+    print_summary(summary)
+    return summary

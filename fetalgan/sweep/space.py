@@ -1,0 +1,154 @@
+"""A checked sweep (``config.load_sweep``) turned into Tune's pieces: the search space, the
+searcher (Optuna in a ConcurrencyLimiter, or Tune's variant generator), the scheduler (ASHA on
+the sweep's metric, ``time_attr = epoch``, or FIFO), the progress table, the concurrency, and
+each trial's TrainConfig from its sampled values."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from fetalgan.config import (
+    TRAIN_KEYS,
+    SweepConfig,
+    TrainConfig,
+    max_epochs,
+    space_values,
+    to_dict,
+    train_config_from_dict,
+)
+
+# Columns of the progress table (those a trial reports).
+PROGRESS_METRICS = {
+    "epoch": "epoch",
+    "fid": "FID",
+    "kid_mean": "KID",
+    "loss_d": "loss_D",
+    "loss_g": "loss_G",
+}
+
+
+def encoded_keys(cfg: SweepConfig) -> list[str]:
+    """Space keys whose listed values are lists (e.g. betas): passed to Tune as JSON strings,
+    since search libraries accept only scalar categories."""
+    return [
+        key
+        for key, dist in cfg.space.items()
+        if any(isinstance(v, (list, dict)) for v in space_values(dist) or [])
+    ]
+
+
+def build_param_space(cfg: SweepConfig) -> dict[str, Any]:
+    """Tune's ``param_space``: one entry per ``space`` key (dotted names kept)."""
+    from ray import tune
+
+    encoded = set(encoded_keys(cfg))
+    space: dict[str, Any] = {}
+    for key, dist in cfg.space.items():
+        ((kind, args),) = dist.items()
+        if kind in ("choice", "grid"):
+            values = [json.dumps(v) for v in args] if key in encoded else list(args)
+            expand = kind == "grid" or cfg.search.kind == "grid"
+            space[key] = tune.grid_search(values) if expand else tune.choice(values)
+        elif kind == "uniform":
+            space[key] = tune.uniform(*args)
+        elif kind == "loguniform":
+            space[key] = tune.loguniform(*args)
+        elif kind == "randint":  # [low, high] inclusive here; Tune's high is exclusive
+            space[key] = tune.randint(int(args[0]), int(args[1]) + 1)
+    return space
+
+
+def trial_config(
+    base: dict[str, Any], sampled: dict[str, Any], encoded: Iterable[str] = ()
+) -> TrainConfig:
+    """The TrainConfig of one trial, built and validated once: the base config (as a dict, the
+    sweep's ``to_dict(base)``) with the sampled dotted-key values put in."""
+    import copy
+
+    encoded = set(encoded)
+    data = copy.deepcopy(base)
+    for key, value in sampled.items():
+        if key not in TRAIN_KEYS:
+            continue
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = json.loads(value) if key in encoded else value
+    return train_config_from_dict(data)
+
+
+def describe(sampled: dict[str, Any]) -> str:
+    """``lr_g=0.000316 data.size=300``: a trial's sampled values, short."""
+    parts = []
+    for key, value in sampled.items():
+        if key not in TRAIN_KEYS:
+            continue
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+def concurrency(cfg: SweepConfig, cluster: dict[str, float] | None = None) -> int:
+    """Trials running at once: ``max_concurrent``, or for ``auto`` as many as the cluster's
+    CPUs and GPUs hold at the sweep's per-trial resources (at least 1). ``cluster``: Ray's
+    ``cluster_resources()`` (``{"CPU": 16.0, "GPU": 4.0, ...}``)."""
+    if cfg.max_concurrent != "auto":
+        return int(cfg.max_concurrent)
+    if cluster is None:
+        import ray
+
+        cluster = ray.cluster_resources()
+    per_cpu = cfg.resources.cpu * cfg.workers_per_trial
+    fits = [math.floor(cluster.get("CPU", 0.0) / per_cpu + 1e-9)]
+    if cfg.resources.gpu > 0:
+        per_gpu = cfg.resources.gpu * cfg.workers_per_trial
+        fits.append(math.floor(cluster.get("GPU", 0.0) / per_gpu + 1e-9))
+    return max(1, min(fits))
+
+
+def searcher(cfg: SweepConfig, max_concurrent: int):
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    if cfg.search.kind == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = optuna.samplers.TPESampler(seed=cfg.search.seed)
+        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=max_concurrent)
+    return BasicVariantGenerator(random_state=cfg.search.seed, max_concurrent=max_concurrent)
+
+
+def scheduler(cfg: SweepConfig):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if cfg.scheduler.kind == "asha":
+        return ASHAScheduler(
+            time_attr="epoch",
+            max_t=cfg.scheduler.max_t or max_epochs(cfg),
+            grace_period=cfg.scheduler.grace_period,
+            reduction_factor=cfg.scheduler.reduction_factor,
+        )
+    return FIFOScheduler()
+
+
+def progress_reporter(cfg: SweepConfig):
+    from ray import tune
+
+    return tune.CLIReporter(
+        metric_columns={
+            **PROGRESS_METRICS,
+            **({cfg.metric: cfg.metric} if cfg.metric not in PROGRESS_METRICS else {}),
+        },
+        parameter_columns=list(cfg.space),
+        max_report_frequency=30,
+        sort_by_metric=True,
+    )
+
+
+def base_dict(cfg: SweepConfig) -> dict[str, Any]:
+    """The sweep's base config as plain data, what trials are built from."""
+    return to_dict(cfg.base)

@@ -1,0 +1,101 @@
+"""Where the MLflow store is, whether it answers, and how to open it in a browser."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fetalgan.tracking.names import ARTIFACT_DIR, DEFAULT_TRACKING_URI
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlruns.db``. A
+    relative sqlite path is made absolute (Ray workers and later commands may run elsewhere)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///") :])
+        uri = f"sqlite:///{path.resolve()}" if not path.is_absolute() else uri
+    elif "://" not in uri:  # a bare directory: MLflow's file store
+        raise ValueError(
+            f"tracking URI {uri!r}: use sqlite:///PATH.db (embedded) or http://HOST:PORT "
+            "(a server, e.g. mlflow/server.sh); MLflow 3's file store is not supported"
+        )
+    return uri
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment's artefacts go: ``mlartifacts/`` beside a sqlite database file;
+    None (the server's default) for a tracking server."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :])
+        return (db.parent / ARTIFACT_DIR).resolve().as_uri()
+    return None
+
+
+def check_tracking(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any Ray work, when the store cannot be used: a server that does not
+    answer ``GET /health``, or a sqlite file in a directory that cannot be created."""
+    if tracking_uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        url = tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                body = response.read(64).decode(errors="replace").strip()
+        except (urllib.error.URLError, OSError) as err:
+            raise ValueError(
+                f"MLflow tracking server {tracking_uri} is not reachable ({err}); start it "
+                "(mlflow/server.sh) or point --tracking-uri / MLFLOW_TRACKING_URI elsewhere"
+            ) from None
+        if body != "OK":
+            raise ValueError(f"MLflow tracking server {url} answered {body!r}, expected 'OK'")
+    elif tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(
+                f"tracking URI {tracking_uri}: cannot create {db.parent} ({err})"
+            ) from None
+
+
+def quiet() -> None:
+    """No table-creation INFO lines or download progress bars between fetalgan's own output."""
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def client(tracking_uri: str | None = None):
+    """An ``MlflowClient`` on the resolved store."""
+    from mlflow import MlflowClient
+
+    quiet()
+    return MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The shell command that opens the MLflow UI on this store."""
+    if tracking_uri.startswith("sqlite:///"):
+        artifacts = artifact_location(tracking_uri)
+        return (
+            f"mlflow ui --backend-store-uri {tracking_uri} "
+            f"--default-artifact-root {artifacts} --host 127.0.0.1 --port 5000"
+        )
+    return f"open {tracking_uri} in a browser"
+
+
+def runs_table_url(
+    experiment_id: str, tracking_uri: str, metric: str = "fid", mode: str = "min"
+) -> str:
+    """The runs table of an experiment, flat (children unfolded) and sorted by ``metric``, with
+    metric columns shown (MLflow 3 folds child runs and hides metrics by default)."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    ascending = "true" if mode == "min" else "false"
+    return (
+        f"{base}/#/experiments/{experiment_id}/runs"
+        f"?orderByKey=metrics.%60{metric}%60&orderByAsc={ascending}"
+    )

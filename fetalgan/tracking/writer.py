@@ -1,0 +1,303 @@
+"""Writing a sweep into MLflow: one experiment per sweep ``name``, a parent run per sweep, a
+child run per trial. Used by the sweep driver only (the store has one writer).
+
+What a child run holds:
+
+- params: the trial's full TrainConfig, flattened (``data.size``, ``lr_g``, ...), each as
+  :func:`fetalgan.config.param_text` writes it (read back typed by ``config.param_value``);
+- metrics per evaluation with ``step = epoch``: the :class:`~fetalgan.evaluation.Evaluation`'s
+  numbers (``fid``, ``kid_mean``, ``loss_g``, ``best_<metric>``, ``n_fake``, ...) and the
+  trial's system metrics under ``system/`` (CPU %, RSS, GPU utilisation and memory);
+- images: each evaluation's sample grid, ``log_image(key="samples", step=epoch)``, so the UI's
+  step slider pages through them;
+- artefacts: ``config.yaml``, ``environment.json``, ``checkpoint/last.pt`` and
+  ``checkpoint/best.pt`` (best by the sweep's metric and mode), ``checkpoint/epoch_NNNN.pt``
+  for the sweep's ``checkpoint_epochs``;
+- tags: ``fetalgan.trial_id``, ``fetalgan.role = trial``, ``worker_host``/``worker_ip``,
+  ``weights_sha256``, ``reference``, ``stopped_early``, ``error``, ``restarts``,
+  ``mlflow.source.git.commit``.
+
+Runs end FINISHED, FAILED (error in the ``error`` tag) or KILLED (the driver was interrupted;
+``--resume`` sets them running again). A restarted trial is found again by its Tune trial id,
+so it continues its own run. At the end the parent is tagged with the best child
+(``best_run_id``) and the best child's generator is logged and registered as a loadable
+MLflow model (``models:/<name>@best``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from fetalgan.envinfo import environment, environment_tags
+from fetalgan.evaluation import Evaluation, Objective, is_number
+from fetalgan.tracking import names
+from fetalgan.tracking.queries import NoBestRunError, best_run
+from fetalgan.tracking.store import (
+    artifact_location,
+    check_tracking,
+    quiet,
+    resolve_tracking_uri,
+)
+
+
+class SweepTracker:
+    """Writes one sweep into MLflow. Construct it before starting Ray: it checks the store and
+    creates the experiment. ``objective``: the sweep's metric and mode (what best means)."""
+
+    def __init__(
+        self,
+        experiment: str,
+        *,
+        objective: Objective | None = None,
+        tracking_uri: str | None = None,
+        checkpoint_epochs: tuple[int, ...] = (),
+    ):
+        from mlflow import MlflowClient
+
+        quiet()
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        check_tracking(self.tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.experiment = experiment
+        self.objective = objective or Objective()
+        self.checkpoint_epochs = set(checkpoint_epochs)
+        self.experiment_id = self._ensure_experiment()
+        self.parent_run_id: str | None = None
+
+    def _ensure_experiment(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            try:
+                return self.client.create_experiment(
+                    self.experiment, artifact_location=artifact_location(self.tracking_uri)
+                )
+            except MlflowException as err:
+                raise ValueError(f"MLflow experiment {self.experiment!r}: {err}") from None
+        if exp.lifecycle_stage == "deleted":
+            self.client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+
+    # ---- parent run ----------------------------------------------------------------------
+
+    def start_parent(self, run_id: str | None = None, *, tags: dict[str, str] | None = None) -> str:
+        """Create the sweep's parent run, or (resumed sweep) set ``run_id`` running again."""
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=time.strftime(f"{self.experiment}-%Y%m%d-%H%M%S"),
+                tags={
+                    names.ROLE_TAG: names.ROLE_SWEEP,
+                    **environment_tags(environment()),
+                    **(tags or {}),
+                },
+            )
+            run_id = run.info.run_id
+            self.client.log_dict(run_id, environment(), names.ENVIRONMENT_ARTIFACT)
+        self.parent_run_id = run_id
+        self.client.set_experiment_tag(self.experiment_id, names.METRIC_TAG, self.objective.metric)
+        self.client.set_experiment_tag(self.experiment_id, names.MODE_TAG, self.objective.mode)
+        return run_id
+
+    def log_sweep_config(self, sweep_yaml: str) -> None:
+        self.client.log_text(self.parent_run_id, sweep_yaml, names.SWEEP_ARTIFACT)
+
+    def finish_parent(self, status: str, *, register: bool = True) -> dict | None:
+        """Tag the parent with the best child (by :func:`~fetalgan.tracking.queries.best_run`),
+        log ``best_<metric>`` on it, register the best child's generator as a new version of
+        the model named after the experiment (alias ``best``), end the parent with ``status``.
+        Returns the best run or None when no trial finished with the metric."""
+        best = None
+        try:
+            best = best_run(
+                self.experiment,
+                metric=self.objective.metric,
+                mode=self.objective.mode,
+                tracking_uri=self.tracking_uri,
+                parent_run_id=self.parent_run_id,
+            )
+        except NoBestRunError:
+            pass  # no finished trial has the metric yet (all failed, or interrupted early)
+        if best is not None:
+            self.client.set_tag(self.parent_run_id, names.BEST_RUN_TAG, best["run_id"])
+            self.client.log_metric(self.parent_run_id, self.objective.best_key, best["value"])
+            if register:
+                best["model_version"] = self.register(best["run_id"], best["checkpoint_uri"])
+        self.client.set_terminated(self.parent_run_id, status=status)
+        return best
+
+    def register(self, run_id: str, checkpoint_uri: str) -> str | None:
+        """The run's best checkpoint as a loadable pyfunc model, registered as a new version
+        of ``<experiment>`` with alias ``best``; the version, None if that failed (warned)."""
+        from mlflow.exceptions import MlflowException
+
+        from fetalgan.tracking.model import log_generator_model
+        from fetalgan.tracking.queries import download_checkpoint
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="fetalgan-model-") as tmp:
+                checkpoint = download_checkpoint(
+                    checkpoint_uri, tmp, tracking_uri=self.tracking_uri
+                )
+                return log_generator_model(
+                    run_id, checkpoint, self.experiment, tracking_uri=self.tracking_uri
+                )
+        except (MlflowException, OSError, ValueError) as err:
+            warnings.warn(
+                f"MLflow model registry: could not register run {run_id}: {err}", stacklevel=2
+            )
+            return None
+
+    # ---- trial runs ----------------------------------------------------------------------
+
+    def find_trial_run(self, trial_id: str) -> str | None:
+        """The child run of this parent for Tune trial ``trial_id``, if one exists."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{names.TRIAL_TAG}` = '{trial_id}' and "
+                f"tags.mlflow.parentRunId = '{self.parent_run_id}'"
+            ),
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def start_trial(self, trial_id: str, trial_name: str, config) -> str:
+        """The trial's child run (``config``: its TrainConfig): created with params, config and
+        environment the first time, set running again when the trial restarts (after a crash
+        or a driver resume)."""
+        import yaml
+        from mlflow.entities import Param
+
+        from fetalgan.config import flatten, param_text, to_dict
+
+        run_id = self.find_trial_run(trial_id)
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            if names.ERROR_TAG in self.client.get_run(run_id).data.tags:  # a crash it restarts from
+                self.client.delete_tag(run_id, names.ERROR_TAG)
+            return run_id
+        env = environment()
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=trial_name,
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                names.TRIAL_TAG: trial_id,
+                names.ROLE_TAG: names.ROLE_TRIAL,
+                **environment_tags(env),
+            },
+        )
+        run_id = run.info.run_id
+        data = to_dict(config)
+        params = [Param(k, param_text(v)) for k, v in flatten(data).items()]
+        for start in range(0, len(params), 100):  # MLflow's batch limit
+            self.client.log_batch(run_id, params=params[start : start + 100])
+        self.client.log_text(run_id, yaml.safe_dump(data, sort_keys=False), names.CONFIG_ARTIFACT)
+        self.client.log_dict(run_id, env, names.ENVIRONMENT_ARTIFACT)
+        return run_id
+
+    def log_evaluation(
+        self,
+        run_id: str,
+        evaluation: Evaluation,
+        *,
+        system: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """One evaluation's numbers at ``step = epoch`` (and the trial's system metrics under
+        ``system/``), its bookkeeping (FID weights, reference set) and ``tags`` as tags."""
+        from mlflow.entities import Metric, RunTag
+
+        epoch = evaluation.epoch
+        now = int(time.time() * 1000)
+        values = dict(evaluation.metrics())
+        values.update({names.SYSTEM_PREFIX + k: v for k, v in (system or {}).items()})
+        metrics = [Metric(k, float(v), now, epoch) for k, v in values.items() if is_number(v)]
+        run_tags: dict[str, Any] = dict(tags or {})
+        if evaluation.weights_sha256:
+            run_tags[names.WEIGHTS_TAG] = evaluation.weights_sha256
+        if evaluation.reference:
+            run_tags[names.REFERENCE_TAG] = evaluation.reference
+        self.client.log_batch(
+            run_id, metrics=metrics, tags=[RunTag(k, str(v)) for k, v in run_tags.items()]
+        )
+
+    def log_evaluation_files(
+        self,
+        run_id: str,
+        evaluation: Evaluation,
+        *,
+        checkpoint_file: Path | None,
+        sample_grid: Path | None,
+    ) -> None:
+        """The evaluation's sample grid (an image at step = epoch) and checkpoints (last; best
+        when the evaluation was the run's best; ``epoch_NNNN.pt`` for ``checkpoint_epochs``)."""
+        epoch = evaluation.epoch
+        if sample_grid is not None and Path(sample_grid).is_file():
+            from PIL import Image
+
+            with Image.open(sample_grid) as image:
+                image.load()
+                self.client.log_image(run_id, image, key=names.SAMPLES_KEY, step=epoch)
+        if checkpoint_file is not None and Path(checkpoint_file).is_file():
+            stored = [names.LAST_CHECKPOINT]
+            if evaluation.is_best:
+                stored.append(names.BEST_CHECKPOINT)
+            if epoch in self.checkpoint_epochs:
+                stored.append(names.epoch_checkpoint(epoch))
+            with tempfile.TemporaryDirectory(prefix="fetalgan-mlflow-") as tmp:
+                for name in stored:  # MLflow names an artefact after its file
+                    self.client.log_artifact(
+                        run_id,
+                        str(_link_as(Path(checkpoint_file), name, Path(tmp))),
+                        names.CHECKPOINT_DIR,
+                    )
+
+    def set_restarts(self, run_id: str, restarts: int) -> None:
+        self.client.set_tag(run_id, names.RESTARTS_TAG, str(restarts))
+
+    def end_trial(
+        self, run_id: str, status: str, *, error: str | None = None, stopped_early: bool = False
+    ) -> None:
+        """End a child run: FINISHED, FAILED (``error`` tag) or KILLED; tag ``stopped_early``."""
+        if error:
+            self.client.set_tag(run_id, names.ERROR_TAG, error[-5000:])
+        self.client.set_tag(run_id, names.STOPPED_EARLY_TAG, str(bool(stopped_early)).lower())
+        self.client.set_terminated(run_id, status=status)
+
+
+def _link_as(src: Path, name: str, folder: Path) -> Path:
+    """``folder/name`` pointing at ``src`` (a hard link, else a symbolic one)."""
+    import os
+
+    dst = folder / name
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem
+        dst.symlink_to(Path(src).resolve())
+    return dst
+
+
+def log_run_artifacts(
+    run_id: str,
+    files: list[str | Path],
+    artifact_path: str,
+    *,
+    tracking_uri: str | None = None,
+) -> None:
+    """Log ``files`` to run ``run_id`` under ``artifact_path`` (a file of the same name is
+    replaced). Works on a finished run (the report is logged back to its sweep run)."""
+    from fetalgan.tracking.store import client
+
+    mlflow_client = client(tracking_uri)
+    for path in files:
+        mlflow_client.log_artifact(run_id, str(path), artifact_path)
