@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from fetalgan.cli import main
+from fetalgan.config import param_value
 from fetalgan.sweep import run_sweep
 from mlflow import MlflowClient
 
@@ -227,14 +228,17 @@ def test_crash_restarts_into_the_same_run_and_nan_fails_alone(tmp_path, ray_inst
     summary = run_sweep(path, storage=tmp_path / "rr", tracking_uri=store)
     runs = children(store, "faults")
     assert len(runs) == 4  # a restart never makes a second run
-    by_case = {(r.data.params["fail_at_epoch"], r.data.params["lr_d"]): r for r in runs}
-    crashed = by_case[("2", "0.0002")]
+    by_case = {
+        (param_value("fail_at_epoch", r.data.params["fail_at_epoch"]), r.data.params["lr_d"]): r
+        for r in runs
+    }
+    crashed = by_case[(2, "0.0002")]
     assert crashed.info.status == "FINISHED"
     assert crashed.data.tags["restarts"] == "1"
     history = MlflowClient(store).get_metric_history(crashed.info.run_id, "lbpv_l1")
     assert sorted(m.step for m in history) == [1, 2, 3]  # epoch 1 kept, 2 and 3 after restart
-    assert by_case[("None", "0.0002")].info.status == "FINISHED"
-    for key in (("None", "1e+30"), ("2", "1e+30")):
+    assert by_case[(None, "0.0002")].info.status == "FINISHED"
+    for key in ((None, "1e+30"), (2, "1e+30")):
         failed = by_case[key]
         assert failed.info.status == "FAILED"
         assert "non-finite loss" in failed.data.tags["error"]
@@ -253,7 +257,7 @@ def test_data_parallel_trial_on_two_cpu_workers(tmp_path, ray_instance):
     assert run.info.status == "FINISHED"
     client = MlflowClient(store)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_g")] == [1, 2]
-    assert run.data.metrics["workers"] == 2  # rank 0 reported a world of two DDP workers
+    assert run.data.tags["workers"] == "2"  # rank 0 reported a world of two DDP workers
     assert {"checkpoint/last.pt", "checkpoint/best.pt"} <= {
         f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")
     }

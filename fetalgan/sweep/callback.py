@@ -18,7 +18,7 @@ from fetalgan.evaluation import Evaluation
 from fetalgan.files import atomic_write_text
 from fetalgan.sweep.space import describe, trial_config
 from fetalgan.sweep.trainable import TrialSpec, sample_grid_name
-from fetalgan.tracking.names import WORKER_HOST_TAG, WORKER_IP_TAG
+from fetalgan.tracking.names import WORKER_HOST_TAG, WORKER_IP_TAG, WORKERS_TAG
 
 
 def _timed(hook):
@@ -129,7 +129,11 @@ class TrackingCallback(tune.Callback):
         evaluation = Evaluation.from_dict(json.loads(result["evaluation"]))
         where = {
             tag: str(result[key])
-            for key, tag in (("worker_host", WORKER_HOST_TAG), ("worker_ip", WORKER_IP_TAG))
+            for key, tag in (
+                ("worker_host", WORKER_HOST_TAG),
+                ("worker_ip", WORKER_IP_TAG),
+                ("workers", WORKERS_TAG),
+            )
             if key in result
         }
         self._tracker().log_evaluation(

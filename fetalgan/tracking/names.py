@@ -19,6 +19,7 @@ ERROR_TAG = "error"  # the telling line of a failed trial's error
 RESTARTS_TAG = "restarts"  # times a crashed trial restarted from its checkpoint
 WORKER_HOST_TAG = "worker_host"  # host name of the node that ran the trial
 WORKER_IP_TAG = "worker_ip"  # its IP address
+WORKERS_TAG = "workers"  # data-parallel ranks that trained the trial (world size)
 WEIGHTS_TAG = "weights_sha256"  # FID Inception weights behind the run's FID
 REFERENCE_TAG = "reference"  # identity of the real set the metrics compare with
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's standard source tag
