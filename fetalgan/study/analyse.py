@@ -354,6 +354,10 @@ def analyse(
     the regression plot shows (default the mean over raters). ``out``: folder for
     ``regression.png``; ``json_path``: write the result there too.
     """
+    if metrics_from is not None:  # a tracking server that is down: say so now, not at the end
+        from fetalgan.tracking import answering
+
+        answering(tracking_uri)
     conn = store.connect(study)
     try:
         meta = store.read_meta(conn)

@@ -1,24 +1,29 @@
-"""The driver's Tune callback: forwards every trial to tracking (the one writer of the MLflow
-store). Params at trial start, each evaluation's record and system metrics once its checkpoint
-is stored, the sample grid and checkpoints in a background thread, the end status at
-completion or error; on experiment end, trials cut short by an interruption are KILLED."""
+"""The driver's Tune callback: forwards every trial to tracking through the sweep's write queue
+(:mod:`fetalgan.tracking.write_queue`), so Tune's event loop never waits on MLflow. Params at
+trial start, each evaluation's record and system metrics once its checkpoint is stored, its
+sample grid and best weights, the last weights and the end status at completion or error; on
+experiment end, trials cut short by an interruption are KILLED. The queue replays the writes
+in order in background threads, waiting out a store that does not answer."""
 
 from __future__ import annotations
 
 import functools
 import json
+import shutil
 import time
 from pathlib import Path
 
 from ray import tune
 
 from fetalgan.checkpoint import CHECKPOINT_NAME
-from fetalgan.config import TrainConfig
+from fetalgan.config import TrainConfig, to_dict
 from fetalgan.evaluation import Evaluation
 from fetalgan.files import atomic_write_text
 from fetalgan.sweep.space import describe, trial_config
-from fetalgan.sweep.trainable import TrialSpec, sample_grid_name
-from fetalgan.tracking.names import WORKER_HOST_TAG, WORKER_IP_TAG, WORKERS_TAG
+from fetalgan.sweep.trainable import STAGE_DIR, TrialSpec, sample_grid_name
+from fetalgan.tracking.names import BEST_CHECKPOINT, WORKER_HOST_TAG, WORKER_IP_TAG, WORKERS_TAG
+
+QUEUE_DIR = "fetalgan_tracking"  # in the experiment dir: the queued tracking writes
 
 
 def _timed(hook):
@@ -39,8 +44,9 @@ class TrackingCallback(tune.Callback):
     """``tracker_args``: SweepTracker's keyword arguments plus ``parent_run_id``; ``spec``: the
     sweep's TrialSpec (each trial's config is built from it once, at its start);
     ``outcome_file``: where :meth:`on_experiment_end` writes what the driver's summary needs
-    (:func:`read_outcome`). A resumed sweep runs the copy Tune unpickles from the experiment,
-    so the driver reads the outcome from that file rather than from this object."""
+    (:func:`read_outcome`); the write queue lives in ``QUEUE_DIR`` beside it. A resumed sweep
+    runs the copy Tune unpickles from the experiment, so the driver reads the outcome from
+    that file rather than from this object, and both open the queue by its directory."""
 
     def __init__(self, tracker_args: dict, spec: TrialSpec, outcome_file: str):
         self.tracker_args = tracker_args
@@ -49,12 +55,10 @@ class TrackingCallback(tune.Callback):
         self._init_runtime()
 
     def _init_runtime(self):
-        self.tracker = None
-        self.runs: dict[str, str] = {}  # trial id -> MLflow run id
+        self.queue = None
+        self.started: set[str] = set()  # trials this driver started (their runs)
         self.configs: dict[str, TrainConfig] = {}  # trial id -> its TrainConfig (built once)
         self.pending: dict[str, dict] = {}  # trial id -> result awaiting its checkpoint
-        self.files = None  # one background thread copying artefacts (see _log_files)
-        self.in_flight = None  # its current job
         self.ended: set[str] = set()
         self.stopped_early: set[str] = set()
         self.interrupted = False
@@ -71,15 +75,16 @@ class TrackingCallback(tune.Callback):
         self.__dict__.update(state)
         self._init_runtime()
 
-    def _tracker(self):
-        if self.tracker is None:
-            from fetalgan.tracking import SweepTracker
+    @property
+    def queue_dir(self) -> Path:
+        return Path(self.outcome_file).parent / QUEUE_DIR
 
-            args = dict(self.tracker_args)
-            parent = args.pop("parent_run_id")
-            self.tracker = SweepTracker(**args)
-            self.tracker.parent_run_id = parent
-        return self.tracker
+    def _put(self, op: str, trial, args: dict | None = None, files: dict | None = None) -> None:
+        if self.queue is None:
+            from fetalgan.tracking.write_queue import open_write_queue
+
+            self.queue = open_write_queue(self.queue_dir, self.tracker_args)
+        self.queue.put(op, trial.trial_id, args, files)
 
     def config_of(self, trial) -> TrainConfig:
         if trial.trial_id not in self.configs:
@@ -91,41 +96,30 @@ class TrackingCallback(tune.Callback):
     @_timed
     def on_trial_start(self, iteration, trials, trial, **info):
         name = f"{trial.trial_id} {describe(trial.config)}".strip()
-        self.runs[trial.trial_id] = self._tracker().start_trial(
-            trial.trial_id, name, self.config_of(trial)
-        )
+        self._put("start_trial", trial, {"name": name, "config": to_dict(self.config_of(trial))})
+        self.started.add(trial.trial_id)
         self.ended.discard(trial.trial_id)
-
-    def _run(self, trial) -> str | None:
-        if trial.trial_id not in self.runs:  # e.g. a result racing a restart
-            run_id = self._tracker().find_trial_run(trial.trial_id)
-            if run_id is None:
-                return None
-            self.runs[trial.trial_id] = run_id
-        return self.runs[trial.trial_id]
 
     @_timed
     def on_trial_result(self, iteration, trials, trial, result, **info):
         """An evaluation is logged once its checkpoint is stored: an interruption between
         the two makes the trial redo that evaluation, which must not log it twice."""
-        run_id = self._run(trial)
-        if run_id is None or "evaluation" not in result:
+        if "evaluation" not in result:
             return
         if result.get("checkpoint_path"):  # data-parallel trial: Train stored it already
-            self._log_evaluation(run_id, result, Path(result["checkpoint_path"]))
+            self._log_evaluation(trial, result, Path(result["checkpoint_path"]))
         elif result.get("should_checkpoint"):
             self.pending[trial.trial_id] = result
         else:  # an evaluation without checkpoint (none today): numbers only
-            self._log_numbers(run_id, result)
+            self._log_numbers(trial, result)
 
     @_timed
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        run_id = self._run(trial)
-        if run_id is None or trial.trial_id not in self.pending:
+        if trial.trial_id not in self.pending:
             return
-        self._log_evaluation(run_id, self.pending.pop(trial.trial_id), Path(checkpoint.path))
+        self._log_evaluation(trial, self.pending.pop(trial.trial_id), Path(checkpoint.path))
 
-    def _log_numbers(self, run_id: str, result: dict) -> Evaluation:
+    def _log_numbers(self, trial, result: dict) -> Evaluation:
         evaluation = Evaluation.from_dict(json.loads(result["evaluation"]))
         where = {
             tag: str(result[key])
@@ -136,93 +130,97 @@ class TrackingCallback(tune.Callback):
             )
             if key in result
         }
-        self._tracker().log_evaluation(
-            run_id, evaluation, system=json.loads(result.get("system") or "{}"), tags=where
+        self._put(
+            "log_evaluation",
+            trial,
+            {
+                "evaluation": evaluation.to_dict(),
+                "system": json.loads(result.get("system") or "{}"),
+                "tags": where,
+                "timestamp_ms": int(time.time() * 1000),  # when reported, not when replayed
+            },
         )
         return evaluation
 
-    def _log_evaluation(self, run_id: str, result: dict, directory: Path) -> None:
-        evaluation = self._log_numbers(run_id, result)
-        self._log_files(run_id, evaluation, directory)
+    def _log_evaluation(self, trial, result: dict, directory: Path) -> None:
+        evaluation = self._log_numbers(trial, result)
+        self._log_files(trial, evaluation, directory)
 
-    def _log_files(self, run_id: str, evaluation: Evaluation, directory: Path) -> None:
-        """Sample grid and checkpoints go to MLflow in a background thread, so the trial
-        (which waits for the driver between evaluations) does not wait for the copies. One
-        job at a time: the checkpoint being copied is never one Tune has already replaced
-        (it keeps the last two)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._flush()
-        if self.files is None:
-            self.files = ThreadPoolExecutor(1, thread_name_prefix="fetalgan-mlflow")
-        self.in_flight = self.files.submit(
-            self._tracker().log_evaluation_files,
-            run_id,
-            evaluation,
-            checkpoint_file=directory / CHECKPOINT_NAME,
-            sample_grid=directory / sample_grid_name(evaluation.epoch),
-        )
-
-    def _flush(self) -> None:
-        """Wait for the artefact job; its error, if any, is raised here."""
-        if self.in_flight is not None:
-            job, self.in_flight = self.in_flight, None
-            job.result()
+    def _log_files(self, trial, evaluation: Evaluation, directory: Path) -> None:
+        """Sample grid and weights: the queue hard-links the files now (Tune keeps one
+        checkpoint per trial and drops it once the next is stored) and uploads them later."""
+        files = {
+            "best_weights": directory / BEST_CHECKPOINT if evaluation.is_best else None,
+            "sample_grid": directory / sample_grid_name(evaluation.epoch),
+            # the full state only where weights of this epoch are kept (checkpoint_epochs)
+            "checkpoint_file": directory / CHECKPOINT_NAME
+            if evaluation.epoch in self.tracker_args.get("checkpoint_epochs", ())
+            else None,
+        }
+        self._put("log_evaluation_files", trial, {"evaluation": evaluation.to_dict()}, files)
 
     @_timed
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._flush()  # its artefacts are in before the run ends
-        run_id = self._run(trial)
-        if run_id is None:
+        if trial.trial_id not in self.started:  # e.g. finished before a driver restart
             return
+        if trial.checkpoint is not None:  # the last weights, from Tune's (latest) checkpoint
+            self._put(
+                "log_last_weights",
+                trial,
+                files={"checkpoint_file": Path(trial.checkpoint.path) / CHECKPOINT_NAME},
+            )
         last_epoch = int((trial.last_result or {}).get("epoch", 0))
         stopped = last_epoch < self.config_of(trial).epochs
         if stopped:
             self.stopped_early.add(trial.trial_id)
-        self._tracker().end_trial(run_id, "FINISHED", stopped_early=stopped)
+        self._put("end_trial", trial, {"status": "FINISHED", "stopped_early": stopped})
         self.ended.add(trial.trial_id)
+        _remove_stage(trial)
 
     @_timed
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._flush()
-        run_id = self._run(trial)
-        if run_id is None:
+        if trial.trial_id not in self.started:
             return
-        self._tracker().end_trial(run_id, "FAILED", error=trial_error(trial))
+        self._put("end_trial", trial, {"status": "FAILED", "error": trial_error(trial)})
         self.ended.add(trial.trial_id)
+        _remove_stage(trial)
 
     @_timed
     def on_trial_recover(self, iteration, trials, trial, **info):
-        run_id = self._run(trial)
-        if run_id is not None:  # it restarts from its last checkpoint into this run
-            self._tracker().set_restarts(run_id, trial.num_failures)
+        # it restarts from its last checkpoint into this run
+        self._put("set_restarts", trial, {"restarts": trial.num_failures})
 
     @_timed
     def on_experiment_end(self, trials, **info):
-        self._flush()
-        if self.files is not None:
-            self.files.shutdown()
-        killed = [t for t in trials if t.trial_id in self.runs and t.trial_id not in self.ended]
+        killed = [t for t in trials if t.trial_id in self.started and t.trial_id not in self.ended]
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         self.interrupted = bool(killed or unfinished)
         for trial in killed:
-            self._tracker().end_trial(self.runs[trial.trial_id], "KILLED")
+            self._put("end_trial", trial, {"status": "KILLED"})
         outcome = {
             "interrupted": self.interrupted,
-            "runs": self.runs,
+            "runs": dict(self.queue.runs) if self.queue is not None else {},
             "stopped_early": sorted(self.stopped_early),
             "seconds": self.seconds,
+            "queue_dir": str(self.queue_dir),
         }
         atomic_write_text(self.outcome_file, json.dumps(outcome, indent=2) + "\n")
 
 
 def read_outcome(path: str | Path) -> dict | None:
     """What the callback wrote at the end of the experiment (None if it never got there):
-    ``{interrupted, runs: {trial id: MLflow run id}, stopped_early: [trial ids], seconds}``."""
+    ``{interrupted, runs: {trial id: MLflow run id (those replayed by then)}, stopped_early:
+    [trial ids], seconds, queue_dir}``."""
     path = Path(path)
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+def _remove_stage(trial) -> None:
+    """The trial's last staged checkpoint (Tune has its copy; the trainable could not remove
+    it: ``report`` does not return after a trial's last result)."""
+    shutil.rmtree(Path(trial.path) / STAGE_DIR, ignore_errors=True)
 
 
 def trial_error(trial) -> str:

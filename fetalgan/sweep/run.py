@@ -61,30 +61,49 @@ def absolute_paths(base: TrainConfig, cwd: Path) -> TrainConfig:
 
 
 def warm_real_statistics(cfg: SweepConfig) -> None:
-    """Compute the cached real-image statistics once in the driver, so trials read them
-    instead of each computing them. Covers the base data and every listed value of data keys
-    (``data.*``, ``resolution``, ``seed``)."""
-    from fetalgan.data import load_training_images
-    from fetalgan.metrics.stats import real_statistics
+    """Compute the cached statistics of the evaluation reference (``eval_reference``) once in
+    the driver, so trials read them instead of each computing them. Covers the base config and
+    every listed value of the keys that can change the reference (``data.*``,
+    ``eval_reference.*``, ``resolution``, ``model``, ``fid_dims``, ``fid_weights``); trials
+    that differ only in ``data.size`` or ``seed`` share one reference and one cache entry."""
+    from fetalgan.config import reference_data
+    from fetalgan.data import load_reference_images
+    from fetalgan.metrics.stats import real_statistics, reference_key
+    from fetalgan.models import family
 
     if not {"fid", "kid"} & set(cfg.base.eval_metrics):
-        return  # LBPv alone is computed by each trial without the FID network
-    keys = [k for k in cfg.space if k.startswith("data.") or k in ("resolution", "seed")]
+        return  # LBPv and the paired metrics are computed by each trial without the network
+    changes_reference = ("data.", "eval_reference.")
+    keys = [
+        k
+        for k in cfg.space
+        if k.startswith(changes_reference)
+        or k in ("resolution", "model", "fid_dims", "fid_weights")
+    ]
     options = [[(k, v) for v in (space_values(cfg.space[k]) or [])] for k in keys]
     options = [o for o in options if o]
     combos = [dict(c) for c in itertools.product(*options)] if options else [{}]
     base = to_dict(cfg.base)
     t0 = time.perf_counter()
+    seen: set[str] = set()
     for combo in combos[:32]:
         tc = space.trial_config(base, combo)
-        dataset = load_training_images(tc.data, tc.resolution, seed=tc.seed, progress=False)
+        resolution = getattr(family(tc.model), "real_resolution", lambda c: c.resolution)(tc)
+        ref = reference_data(tc)
+        which = repr((ref, tc.eval_reference.seed, resolution, tc.fid_dims, tc.fid_weights))
+        if which in seen:
+            continue
+        seen.add(which)
+        reference = load_reference_images(tc, resolution)
         real_statistics(
-            dataset.images, key=dataset.key, weights=tc.fid_weights, cache_dir=tc.data.cache_dir
+            reference.images,
+            key=reference_key(reference.images),
+            weights=tc.fid_weights,
+            dims=tc.fid_dims,
+            cache_dir=ref.cache_dir,
         )
     seconds = time.perf_counter() - t0
-    print(
-        f"fetalgan sweep: real-image statistics ready ({len(combos[:32])} set(s), {seconds:.1f} s)"
-    )
+    print(f"fetalgan sweep: reference statistics ready ({len(seen)} set(s), {seconds:.1f} s)")
 
 
 def _prepare_experiment_dir(exp_dir: Path, resume: bool) -> None:
@@ -126,6 +145,40 @@ def _ensure_ray() -> bool:
     return True
 
 
+def disk_use(exp_dir: Path, tracker) -> dict[str, dict]:
+    """Bytes on disk under the sweep's Tune storage and (when on this machine) its MLflow
+    artefacts: ``{"storage": {"path", "bytes"}, "artifacts": {"path", "bytes"} | None}``."""
+    from fetalgan.files import disk_usage
+
+    out = {"storage": {"path": str(exp_dir), "bytes": disk_usage(exp_dir)}, "artifacts": None}
+    artifacts = tracker.artifact_dir() if tracker is not None else None
+    if artifacts is not None:
+        out["artifacts"] = {"path": str(artifacts), "bytes": disk_usage(artifacts)}
+    return out
+
+
+def _drain(queue, interrupted: bool) -> int:
+    """Wait (bounded) for the tracking writes to reach the store; the number still queued,
+    said with how they will be replayed."""
+    limit = float(os.environ.get("FETALGAN_TRACKING_WAIT") or 600)
+    if interrupted:
+        limit = min(limit, 60.0)  # e.g. the job's time limit is near
+    if queue.pending():
+        print(f"fetalgan sweep: waiting up to {limit:.0f} s for {queue.describe()}", flush=True)
+    drained = queue.drain(limit, say=lambda text: print(text, flush=True))
+    left = 0 if drained else queue.pending()
+    if left:
+        print(
+            f"fetalgan sweep: {queue.describe()}. They stay on disk and are replayed in order "
+            "by `fetalgan sweep FILE --resume` (same --storage) once the store answers; until "
+            "then their trials' runs may show RUNNING and the sweep run is not finished (no "
+            "best run tagged or registered).",
+            flush=True,
+        )
+    queue.close()
+    return left
+
+
 def _grid_unfinished(grid) -> bool:
     return (
         any(r.metrics is None or not r.metrics.get("done", True) for r in grid)
@@ -144,12 +197,19 @@ def run_sweep(
     tracking: bool = True,
     verbose: int = 1,
     warm_statistics: bool = True,
+    trial_fn=None,
 ) -> dict:
     """Run (or ``resume``) a sweep; print and return a summary (see ``summary.summarise``),
     with ``wall_s`` and, when tracking, ``tracking_s`` (driver time spent on MLflow).
     ``overrides``: ``--set`` items, sweep-file keys (``max_concurrent=16``,
     ``scheduler.max_t=50``) or base keys (``lr_g=1e-3``). ``tracking=False`` skips MLflow
-    (used by the overhead benchmark)."""
+    (used by the overhead benchmark). ``trial_fn``: a function trainable ``(config, spec)`` in
+    place of ``sweep_trial`` (the tracking load benchmark's light trials).
+
+    Tracking writes go through the experiment's write queue; after the fit the driver waits
+    for it to drain (``$FETALGAN_TRACKING_WAIT`` seconds at most, default 600, 60 after an
+    interruption) and, if the store still does not answer, ends saying what is queued; the
+    next ``--resume`` replays it."""
     t_start = time.perf_counter()
     overrides = list(overrides)
     cfg = load_sweep(path_or_cfg, overrides)
@@ -208,22 +268,23 @@ def run_sweep(
     callbacks = []
     outcome_file = exp_dir / OUTCOME_FILE
     outcome_file.unlink(missing_ok=True)
+    queue = None
     if tracker is not None:
-        from fetalgan.sweep.callback import TrackingCallback
+        from fetalgan.sweep.callback import QUEUE_DIR, TrackingCallback
+        from fetalgan.tracking.write_queue import open_write_queue
 
-        callbacks.append(
-            TrackingCallback(
-                {
-                    "experiment": cfg.name,
-                    "objective": objective,
-                    "tracking_uri": tracker.tracking_uri,
-                    "checkpoint_epochs": tuple(cfg.checkpoint_epochs),
-                    "parent_run_id": tracker.parent_run_id,
-                },
-                spec,
-                str(outcome_file),
-            )
-        )
+        tracker_args = {
+            "experiment": cfg.name,
+            "objective": objective,
+            "tracking_uri": tracker.tracking_uri,
+            "checkpoint_epochs": tuple(cfg.checkpoint_epochs),
+            "parent_run_id": tracker.parent_run_id,
+        }
+        # Opened here, before Tune: a resumed driver replays what the last one left queued.
+        queue = open_write_queue(exp_dir / QUEUE_DIR, tracker_args)
+        if queue.replayed_from_disk:
+            print(f"fetalgan sweep: replaying {queue.describe()}")
+        callbacks.append(TrackingCallback(tracker_args, spec, str(outcome_file)))
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the table reporter below, not AIR's
     started_ray = _ensure_ray()
@@ -233,13 +294,16 @@ def run_sweep(
         resources = {"cpu": 0.01}
     else:
         resources = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
-    trainable = tune.with_resources(tune.with_parameters(sweep_trial, spec=spec), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn or sweep_trial, spec=spec), resources
+    )
     run_config = tune.RunConfig(  # (a resumed sweep keeps the one it was started with)
         name=cfg.name,
         storage_path=str(root),
         callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # One full state per trial: the latest (Tune writes the next before dropping it).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         progress_reporter=space.progress_reporter(cfg),
         verbose=verbose,
     )
@@ -296,16 +360,23 @@ def run_sweep(
     interrupted = (outcome["interrupted"] if outcome else _grid_unfinished(grid)) or len(
         grid
     ) < expected_trials(cfg)
+    queued = 0
+    if queue is not None:
+        queued = _drain(queue, interrupted)
+        outcome["runs"].update(queue.runs)
     summary = summarise(cfg, grid, exp_dir, outcome, tracker, interrupted)
     if tracker is not None:
+        summary["tracking_queued"] = queued
         start = time.perf_counter()
-        best = tracker.finish_parent(
-            "KILLED" if interrupted else "FINISHED", register=not interrupted
-        )
-        if best is not None and summary["best"] is not None:
-            summary["best"]["registered_version"] = best.get("model_version")
+        if not queued:  # the parent's best and registry read the trials' runs: all are in
+            best = tracker.finish_parent(
+                "KILLED" if interrupted else "FINISHED", register=not interrupted
+            )
+            if best is not None and summary["best"] is not None:
+                summary["best"]["registered_version"] = best.get("model_version")
         tracking_setup_s += time.perf_counter() - start
         summary["tracking_s"] = tracking_setup_s + outcome["seconds"]
+    summary["disk"] = disk_use(exp_dir, tracker)
     summary["wall_s"] = time.perf_counter() - t_start
     print_summary(summary)
     return summary

@@ -15,6 +15,7 @@ mlflow itself is imported lazily inside the functions that use it.
 
 from fetalgan.tracking.queries import (
     NoBestRunError,
+    answering,
     best_run,
     download_checkpoint,
     download_run_artifact,
@@ -37,6 +38,7 @@ from fetalgan.tracking.writer import SweepTracker, log_run_artifacts
 __all__ = [
     "NoBestRunError",
     "SweepTracker",
+    "answering",
     "artifact_location",
     "best_run",
     "check_tracking",

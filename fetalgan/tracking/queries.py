@@ -10,13 +10,34 @@ written at exactly that evaluation.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from fetalgan.evaluation import Objective, is_number
 from fetalgan.tracking import names
-from fetalgan.tracking.store import client as _client
-from fetalgan.tracking.store import quiet, resolve_tracking_uri
+from fetalgan.tracking.store import check_tracking, quiet, resolve_tracking_uri
+from fetalgan.tracking.store import client as _store_client
+
+_ANSWERED: dict[str, float] = {}  # tracking URI -> when it last answered (monotonic s)
+ANSWER_VALID_S = 30.0
+
+
+def answering(tracking_uri: str | None = None) -> str:
+    """The resolved store URI, after checking that it answers: a server that is down fails
+    here within seconds, naming it (MLflow's own client retries for minutes before it says
+    anything). A URI that answered less than ``ANSWER_VALID_S`` ago is not asked again."""
+    uri = resolve_tracking_uri(tracking_uri)
+    now = time.monotonic()
+    if now - _ANSWERED.get(uri, -ANSWER_VALID_S) >= ANSWER_VALID_S:
+        check_tracking(uri)
+        _ANSWERED[uri] = now
+    return uri
+
+
+def _client(tracking_uri: str | None = None):
+    """An MlflowClient on the store, once it is known to answer (every query starts here)."""
+    return _store_client(answering(tracking_uri))
 
 
 class NoBestRunError(ValueError):
@@ -285,7 +306,7 @@ def download_checkpoint(source: str, dst: str | Path, *, tracking_uri: str | Non
     from mlflow.exceptions import MlflowException
 
     quiet()
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = answering(tracking_uri)
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     if source.startswith("models:/"):

@@ -10,12 +10,13 @@ What a child run holds:
   trial's system metrics under ``system/`` (CPU %, RSS, GPU utilisation and memory);
 - images: each evaluation's sample grid, ``log_image(key="samples", step=epoch)``, so the UI's
   step slider pages through them;
-- artefacts: ``config.yaml``, ``environment.json``, ``checkpoint/last.pt`` and
-  ``checkpoint/best.pt`` (best by the sweep's metric and mode), ``checkpoint/epoch_NNNN.pt``
-  for the sweep's ``checkpoint_epochs``;
+- artefacts: ``config.yaml``, ``environment.json``, and weights without optimiser states:
+  ``checkpoint/best.pt`` (best by the sweep's metric and mode, replaced when it improves),
+  ``checkpoint/last.pt`` (at the end of the trial), ``checkpoint/epoch_NNNN.pt`` for the
+  sweep's ``checkpoint_epochs``. The full training state lives only in Tune's checkpoint;
 - tags: ``fetalgan.trial_id``, ``fetalgan.role = trial``, ``worker_host``/``worker_ip``,
-  ``weights_sha256``, ``reference``, ``stopped_early``, ``error``, ``restarts``,
-  ``mlflow.source.git.commit``.
+  ``weights_sha256``, ``reference``, ``reference_n``, ``reference_key``, ``stopped_early``,
+  ``error``, ``restarts``, ``mlflow.source.git.commit``.
 
 Runs end FINISHED, FAILED (error in the ``error`` tag) or KILLED (the driver was interrupted;
 ``--resume`` sets them running again). A restarted trial is found again by its Tune trial id,
@@ -82,6 +83,17 @@ class SweepTracker:
         if exp.lifecycle_stage == "deleted":
             self.client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
+
+    def artifact_dir(self) -> Path | None:
+        """The experiment's artefact folder when it is on this machine (a ``file:`` location,
+        as with the embedded sqlite store); None for a server's remote store."""
+        from urllib.parse import unquote, urlparse
+
+        location = self.client.get_experiment(self.experiment_id).artifact_location or ""
+        parsed = urlparse(location)
+        if parsed.scheme in ("", "file"):
+            return Path(unquote(parsed.path))
+        return None
 
     # ---- parent run ----------------------------------------------------------------------
 
@@ -170,9 +182,9 @@ class SweepTracker:
         return runs[0].info.run_id if runs else None
 
     def start_trial(self, trial_id: str, trial_name: str, config) -> str:
-        """The trial's child run (``config``: its TrainConfig): created with params, config and
-        environment the first time, set running again when the trial restarts (after a crash
-        or a driver resume)."""
+        """The trial's child run (``config``: its TrainConfig, or ``to_dict`` of it as the
+        write queue keeps it): created with params, config and environment the first time, set
+        running again when the trial restarts (after a crash or a driver resume)."""
         import yaml
         from mlflow.entities import Param
 
@@ -196,7 +208,7 @@ class SweepTracker:
             },
         )
         run_id = run.info.run_id
-        data = to_dict(config)
+        data = config if isinstance(config, dict) else to_dict(config)
         params = [Param(k, param_text(v)) for k, v in flatten(data).items()]
         for start in range(0, len(params), 100):  # MLflow's batch limit
             self.client.log_batch(run_id, params=params[start : start + 100])
@@ -211,13 +223,16 @@ class SweepTracker:
         *,
         system: dict[str, float] | None = None,
         tags: dict[str, str] | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
         """One evaluation's numbers at ``step = epoch`` (and the trial's system metrics under
-        ``system/``), its bookkeeping (FID weights, reference set) and ``tags`` as tags."""
+        ``system/``), its bookkeeping (FID weights, reference set) and ``tags`` as tags.
+        ``timestamp_ms``: when it was reported (default now); the same write replayed with the
+        same time is not logged twice."""
         from mlflow.entities import Metric, RunTag
 
         epoch = evaluation.epoch
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
         values = dict(evaluation.metrics())
         values.update({names.SYSTEM_PREFIX + k: v for k, v in (system or {}).items()})
         metrics = [Metric(k, float(v), now, epoch) for k, v in values.items() if is_number(v)]
@@ -226,6 +241,10 @@ class SweepTracker:
             run_tags[names.WEIGHTS_TAG] = evaluation.weights_sha256
         if evaluation.reference:
             run_tags[names.REFERENCE_TAG] = evaluation.reference
+        if evaluation.reference_n is not None:
+            run_tags[names.REFERENCE_N_TAG] = evaluation.reference_n
+        if evaluation.reference_key:
+            run_tags[names.REFERENCE_KEY_TAG] = evaluation.reference_key
         self.client.log_batch(
             run_id, metrics=metrics, tags=[RunTag(k, str(v)) for k, v in run_tags.items()]
         )
@@ -235,11 +254,14 @@ class SweepTracker:
         run_id: str,
         evaluation: Evaluation,
         *,
-        checkpoint_file: Path | None,
-        sample_grid: Path | None,
+        best_weights: Path | None = None,
+        sample_grid: Path | None = None,
+        checkpoint_file: Path | None = None,
     ) -> None:
-        """The evaluation's sample grid (an image at step = epoch) and checkpoints (last; best
-        when the evaluation was the run's best; ``epoch_NNNN.pt`` for ``checkpoint_epochs``)."""
+        """The evaluation's sample grid (an image at step = epoch) and weights: ``best.pt``
+        (the weights-only file the trainer wrote when this evaluation became the run's best),
+        ``epoch_NNNN.pt`` (weights of ``checkpoint_file``, the full state, for the sweep's
+        ``checkpoint_epochs``)."""
         epoch = evaluation.epoch
         if sample_grid is not None and Path(sample_grid).is_file():
             from PIL import Image
@@ -247,19 +269,30 @@ class SweepTracker:
             with Image.open(sample_grid) as image:
                 image.load()
                 self.client.log_image(run_id, image, key=names.SAMPLES_KEY, step=epoch)
+        if best_weights is not None and Path(best_weights).is_file():
+            self._log_as(run_id, Path(best_weights), names.BEST_CHECKPOINT)
+        if checkpoint_file is not None and epoch in self.checkpoint_epochs:
+            self._log_weights(run_id, Path(checkpoint_file), names.epoch_checkpoint(epoch))
+
+    def log_last_weights(self, run_id: str, checkpoint_file: Path | None) -> None:
+        """``checkpoint/last.pt``: the weights of a trial's last state (at its end)."""
         if checkpoint_file is not None and Path(checkpoint_file).is_file():
-            stored = [names.LAST_CHECKPOINT]
-            if evaluation.is_best:
-                stored.append(names.BEST_CHECKPOINT)
-            if epoch in self.checkpoint_epochs:
-                stored.append(names.epoch_checkpoint(epoch))
-            with tempfile.TemporaryDirectory(prefix="fetalgan-mlflow-") as tmp:
-                for name in stored:  # MLflow names an artefact after its file
-                    self.client.log_artifact(
-                        run_id,
-                        str(_link_as(Path(checkpoint_file), name, Path(tmp))),
-                        names.CHECKPOINT_DIR,
-                    )
+            self._log_weights(run_id, Path(checkpoint_file), names.LAST_CHECKPOINT)
+
+    def _log_weights(self, run_id: str, checkpoint_file: Path, name: str) -> None:
+        """The weights of a full checkpoint, logged as ``checkpoint/<name>``."""
+        from fetalgan.checkpoint import load_checkpoint, save_weights
+
+        with tempfile.TemporaryDirectory(prefix="fetalgan-mlflow-") as tmp:
+            weights = save_weights(Path(tmp) / name, load_checkpoint(checkpoint_file))
+            self.client.log_artifact(run_id, str(weights), names.CHECKPOINT_DIR)
+
+    def _log_as(self, run_id: str, src: Path, name: str) -> None:
+        """``src`` logged as ``checkpoint/<name>`` (MLflow names an artefact after its file)."""
+        with tempfile.TemporaryDirectory(prefix="fetalgan-mlflow-") as tmp:
+            self.client.log_artifact(
+                run_id, str(_link_as(src, name, Path(tmp))), names.CHECKPOINT_DIR
+            )
 
     def set_restarts(self, run_id: str, restarts: int) -> None:
         self.client.set_tag(run_id, names.RESTARTS_TAG, str(restarts))
