@@ -28,10 +28,16 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 DATA_KINDS = ("phantom", "hc18", "planes", "folder")
-MODELS = ("dcgan", "ddpm", "tbgan", "dsrgan")
+MODELS = ("dcgan", "ddpm", "tbgan", "dsrgan", "us2mri", "cyclegan")
+TRANSLATORS = ("us2mri", "cyclegan")  # models that translate data (US) to target_data (MR)
+MODALITIES = ("us", "mri")  # phantom renderings (data.modality)
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-EVAL_METRICS = ("fid", "kid", "lbpv")
+# What an evaluation can compute (``eval_metrics``); each produces values named after it:
+# fid; kid_mean, kid_std; lbpv_l1, lbpv_l2, lbpv_v8...; mi_normalised, mi_bits; psnr; ssim.
+EVAL_METRICS = ("fid", "kid", "lbpv", "mi", "psnr", "ssim")
+FID_DIMS = (64, 192, 768, 2048)  # Inception feature blocks FID can use (pytorch-fid's)
+SUBSET_ORDERS = ("seeded", "listed")  # how data.size images are chosen
 
 
 @dataclass
@@ -49,6 +55,8 @@ class DataConfig:
     skip_corrupt: bool = False  # skip unreadable images with a warning count instead of failing
     phantom_n: int = 999  # phantom only: images in the procedural pool (HC18 has 999)
     phantom_seed: int = 0  # phantom only: seed of the procedural pool (not the subset)
+    modality: str = "us"  # phantom only: us | mri (the same heads as T2-weighted MR slices)
+    phantom_slices: float = 0.0  # phantom only: slice positions in +-this fraction of the head
     plane: str | None = None  # planes only: Plane column filter, e.g. "Fetal brain"
     brain_plane: str | None = None  # planes only: Brain_plane filter, e.g. "Trans-cerebellum"
     machine: str | None = None  # planes only: US_Machine filter, e.g. "Voluson E6"
@@ -56,6 +64,34 @@ class DataConfig:
     cache_dir: str | None = (
         None  # decoded-tensor cache; default $FETALGAN_CACHE or ~/.cache/fetalgan
     )
+    # seeded: a seeded random subset of `size`; listed: the first `size` in the dataset's order
+    # (planes: the CSV's row order, as a "first N rows" training cap takes them)
+    order: str = "seeded"
+    skip: int = 0  # images at the start of the dataset's order left out (e.g. a training cap)
+
+
+@dataclass
+class ReferenceConfig:
+    """``eval_reference``: the real set every evaluation compares with (FID and KID features,
+    rLBPv, the reals PSNR/MI/SSIM pair fakes with). Never augmented. A dataset field left null
+    is taken from ``data`` (so the default is the whole dataset ``data`` names, not the trial's
+    training subset); ``size``, ``seed``, ``order`` and ``skip`` choose the reference's own
+    images from it."""
+
+    size: int | None = None  # images in the reference; null = all of the dataset
+    seed: int = 0  # draws the reference subset (independent of the training seed)
+    order: str = "seeded"  # seeded | listed, as data.order
+    skip: int = 0  # images at the start of the dataset's order left out, as data.skip
+    kind: str | None = None  # null = data.kind
+    root: str | None = None  # null = data.root
+    phantom_n: int | None = None  # null = data.phantom_n
+    phantom_seed: int | None = None  # null = data.phantom_seed
+    plane: str | None = None  # null = data.plane
+    brain_plane: str | None = None  # null = data.brain_plane
+    machine: str | None = None  # null = data.machine
+    train_split: bool | None = None  # null = data.train_split
+    skip_corrupt: bool | None = None  # null = data.skip_corrupt
+    cache_dir: str | None = None  # null = data.cache_dir
 
 
 @dataclass
@@ -106,6 +142,38 @@ class DsrganConfig:
 
 
 @dataclass
+class Us2mriConfig:
+    """``model: us2mri``: US encoder -> latent shared with an MR autoencoder -> MR decoder;
+    adversarial losses on images (lr ``lr_d``) and latents, an adversarial structural
+    constraint, cross-modal attention, optional 3D auxiliary input. Generators at ``lr_g``."""
+
+    width: int = 32  # channels of the first encoder layer (x2, x4 at the latent, side R/4)
+    latent_blocks: int = 2  # residual blocks on the shared latent
+    attention: bool = True  # cross-modal attention block (decoder queries, US encoder keys)
+    structural: bool = True  # adversarial structural constraint on (input, output) edge maps
+    latent_adversarial: bool = True  # discriminator on latents (US vs MR feature space)
+    aux3d: bool = False  # 3D auxiliary input: neighbour slices as channels + a location index
+    slice_step: float = 0.1  # aux3d: neighbour slice spacing, fraction of the head half-height
+    rec_weight: float = 10.0  # L1 reconstruction of the MR and US autoencoders
+    adv_weight: float = 1.0  # image-domain adversarial loss (translated vs real MR)
+    latent_weight: float = 1.0  # feature-space adversarial loss
+    structure_weight: float = 1.0  # adversarial structural constraint
+    eval_source: str | None = None  # folder of held-out US to translate at evaluation
+    # (null: phantom data uses held-out pool images; other data its own training images)
+
+
+@dataclass
+class CycleganConfig:
+    """``model: cyclegan``: the unpaired baseline (Zhu et al. 2017): two ResNet generators
+    (lr ``lr_g``), two PatchGAN discriminators (lr ``lr_d``), least-squares GAN loss."""
+
+    width: int = 32  # generator channels at full resolution (x2, x4 after two downsamplings)
+    blocks: int = 4  # residual blocks of each generator (CycleGAN: 6 at 128 px, 9 at 256)
+    cycle_weight: float = 10.0  # L1 cycle consistency, both directions
+    identity_weight: float = 0.0  # L1 identity loss (x5 in CycleGAN; off: the domains differ)
+
+
+@dataclass
 class TrainConfig:
     model: str = "dcgan"  # generator family (registry name)
     resolution: int = 64  # image side in pixels, power of two in 32..256
@@ -113,8 +181,13 @@ class TrainConfig:
     epochs: int = 100  # passes over the training subset
     eval_every: int = 10  # epochs between evaluations (metrics, sample grid, checkpoint)
     eval_n: int = 800  # fake images generated per evaluation (the study used 800)
+    # images per sampling batch at evaluation; null = by resolution (256 up to 64 px, 64 at
+    # 128, 16 at 256): a 256 px ddpm UNet's activations fill tens of GB at 256 a batch
+    eval_batch_size: int | None = None
     eval_metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "lbpv"])  # at eval
+    eval_reference: ReferenceConfig = field(default_factory=ReferenceConfig)  # real set compared
     fid_weights: str | None = None  # FID Inception weights file; default: offline lookup
+    fid_dims: int = 2048  # Inception features for FID/KID: 64, 192, 768 or 2048 (logged)
     batch_size: int = 128  # images per optimiser step
     lr_g: float = 2.0e-4  # generator Adam learning rate
     lr_d: float = 2.0e-4  # discriminator Adam learning rate
@@ -128,11 +201,16 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format for convolutions
     compile: bool = False  # torch.compile the networks
     device: str = "auto"  # auto (cuda if present) | cpu | cuda
+    deterministic: bool = False  # deterministic torch kernels (GPU runs repeat; slower)
     seed: int = 0  # drives torch, numpy and the data subset
     fail_at_epoch: int | None = None  # testing only: raise once at this epoch (fault tests)
     ddpm: DdpmConfig = field(default_factory=DdpmConfig)  # model: ddpm, and dsrgan's stage A
     tbgan: TbganConfig = field(default_factory=TbganConfig)  # model: tbgan
     dsrgan: DsrganConfig = field(default_factory=DsrganConfig)  # model: dsrgan
+    # Translation (us2mri, cyclegan): the second, unpaired domain (MR); ``data`` is the US side
+    target_data: DataConfig | None = None
+    us2mri: Us2mriConfig = field(default_factory=lambda: Us2mriConfig())  # model: us2mri
+    cyclegan: CycleganConfig = field(default_factory=lambda: CycleganConfig())  # model: cyclegan
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,16 +393,29 @@ def validate_train(cfg: TrainConfig, prefix: str = "") -> TrainConfig:
         )
     _positive(f"{p}data.size", cfg.data.size)
     _positive(f"{p}data.phantom_n", cfg.data.phantom_n)
-    if cfg.data.kind == "phantom" and cfg.data.size and cfg.data.size > cfg.data.phantom_n:
+    _check_selection(cfg.data, f"{p}data", "data")
+    ref = cfg.eval_reference
+    _positive(f"{p}eval_reference.size", ref.size)
+    _positive(f"{p}eval_reference.phantom_n", ref.phantom_n)
+    _positive(f"{p}eval_reference.seed", ref.seed, allow_zero=True)
+    if ref.kind is not None:
+        _choice(f"{p}eval_reference.kind", ref.kind, DATA_KINDS)
+    reference = reference_data(cfg)
+    if reference.kind != "phantom" and not reference.root:
         raise ConfigError(
-            f"{p}data.size: {cfg.data.size} is larger than the dataset "
-            f"(data.phantom_n = {cfg.data.phantom_n} images)"
+            f"{p}eval_reference.root: required for kind {reference.kind!r} (the dataset directory)"
+        )
+    _check_selection(reference, f"{p}eval_reference", "eval_reference")
+    if cfg.fid_dims not in FID_DIMS:
+        raise ConfigError(
+            f"{p}fid_dims: expected one of {', '.join(map(str, FID_DIMS))}, got {cfg.fid_dims}"
         )
     rot = cfg.data.augment.rotate_deg
     if not 0 <= rot <= 180:
         raise ConfigError(f"{p}data.augment.rotate_deg: must be in 0..180, got {rot}")
     for key in ("epochs", "eval_every", "eval_n", "batch_size", "nz", "ngf", "ndf"):
         _positive(f"{p}{key}", getattr(cfg, key))
+    _positive(f"{p}eval_batch_size", cfg.eval_batch_size)
     for key in ("lr_g", "lr_d"):
         _positive(f"{p}{key}", getattr(cfg, key))
     _positive(f"{p}weight_decay", cfg.weight_decay, allow_zero=True)
@@ -339,6 +430,42 @@ def validate_train(cfg: TrainConfig, prefix: str = "") -> TrainConfig:
     _choice(f"{p}precision", cfg.precision, PRECISIONS)
     _choice(f"{p}device", cfg.device, DEVICES)
     return cfg
+
+
+def _check_selection(data: DataConfig, path: str, phantom_path: str) -> None:
+    """``order``, ``skip`` and, for the phantom, that ``skip + size`` fits the pool."""
+    _choice(f"{path}.order", data.order, SUBSET_ORDERS)
+    _positive(f"{path}.skip", data.skip, allow_zero=True)
+    if data.kind == "phantom" and (data.size or 0) + data.skip > data.phantom_n:
+        after = f" after skip {data.skip}" if data.skip else ""
+        raise ConfigError(
+            f"{path}.size: {data.size}{after} is larger than the dataset "
+            f"({phantom_path}.phantom_n = {data.phantom_n} images)"
+        )
+
+
+def reference_data(cfg: TrainConfig) -> DataConfig:
+    """The dataset of ``cfg.eval_reference`` as a DataConfig (null fields taken from
+    ``cfg.data``, no augmentation). Its images are drawn with ``cfg.eval_reference.seed``.
+    Translators (``target_data`` set) compare their translations with the target domain (MR):
+    null fields come from ``cfg.target_data`` instead, and so does the phantom's modality."""
+    ref, data = cfg.eval_reference, cfg.target_data or cfg.data
+    inherited = {
+        name: getattr(data, name) if getattr(ref, name) is None else getattr(ref, name)
+        for name in (
+            "kind", "root", "phantom_n", "phantom_seed", "plane", "brain_plane", "machine",
+            "train_split", "skip_corrupt", "cache_dir",
+        )
+    }  # fmt: skip
+    return DataConfig(
+        **inherited,
+        size=ref.size,
+        order=ref.order,
+        skip=ref.skip,
+        augment=AugmentConfig(hflip=False, rotate_deg=0.0),
+        modality=data.modality,
+        phantom_slices=data.phantom_slices,
+    )
 
 
 DIFFAUGMENT_POLICIES = ("translation", "cutout")
@@ -380,6 +507,13 @@ def _validate_families(cfg: TrainConfig, p: str) -> None:
         )
     for i, name in enumerate(tb.diffaugment):
         _choice(f"{p}tbgan.diffaugment[{i}]", name, DIFFAUGMENT_POLICIES)
+    if cfg.compile and cfg.model == "tbgan" and tb.r1_gamma > 0:
+        raise ConfigError(
+            f"{p}compile: tbgan's R1 penalty differentiates the discriminator's gradient "
+            "(double backward), which torch.compile'd modules refuse; set compile: false, "
+            f"or tbgan.r1_gamma: 0 (now {tb.r1_gamma:g})"
+        )
+    _validate_translation(cfg, p)
     ds = cfg.dsrgan
     for key in ("epochs_a", "sr_blocks", "sr_width", "lr_sr"):
         _positive(f"{p}dsrgan.{key}", getattr(ds, key))
@@ -392,10 +526,60 @@ def _validate_families(cfg: TrainConfig, p: str) -> None:
         )
 
 
+def _validate_translation(cfg: TrainConfig, p: str) -> None:
+    """``target_data``, ``us2mri`` and ``cyclegan``: translators need a second domain and
+    nothing else uses one; 3D auxiliary input needs slices of phantom volumes."""
+    for name, data in (("data", cfg.data), ("target_data", cfg.target_data)):
+        if data is not None:
+            _choice(f"{p}{name}.modality", data.modality, MODALITIES)
+            if not 0 <= data.phantom_slices <= 0.9:
+                raise ConfigError(
+                    f"{p}{name}.phantom_slices: must be in 0..0.9, got {data.phantom_slices}"
+                )
+    target = cfg.target_data
+    if cfg.model in TRANSLATORS and target is None:
+        raise ConfigError(
+            f"{p}target_data: model {cfg.model} translates data (US) to a second domain (MR); "
+            "set target_data (same keys as data), e.g. {kind: phantom, modality: mri, skip: 500}"
+        )
+    if target is not None:
+        if cfg.model not in TRANSLATORS:
+            raise ConfigError(
+                f"{p}target_data: only {', '.join(TRANSLATORS)} use a second domain, "
+                f"not model {cfg.model}"
+            )
+        _choice(f"{p}target_data.kind", target.kind, DATA_KINDS)
+        if target.kind != "phantom" and not target.root:
+            raise ConfigError(f"{p}target_data.root: required for kind {target.kind!r}")
+        _positive(f"{p}target_data.size", target.size)
+        _positive(f"{p}target_data.phantom_n", target.phantom_n)
+        _check_selection(target, f"{p}target_data", "target_data")
+    if cfg.model in TRANSLATORS and cfg.resolution < 32:
+        raise ConfigError(f"{p}resolution: translation needs >= 32 px, got {cfg.resolution}")
+    um = cfg.us2mri
+    for key in ("width", "latent_blocks", "slice_step"):
+        _positive(f"{p}us2mri.{key}", getattr(um, key))
+    for key in ("rec_weight", "adv_weight", "latent_weight", "structure_weight"):
+        _positive(f"{p}us2mri.{key}", getattr(um, key), allow_zero=True)
+    if cfg.model == "us2mri" and um.aux3d and cfg.data.kind != "phantom":
+        raise ConfigError(
+            f"{p}us2mri.aux3d: needs neighbouring slices and their 3D position, which only the "
+            f"phantom's volumes give here (data.kind phantom), got data.kind {cfg.data.kind!r}"
+        )
+    cg = cfg.cyclegan
+    for key in ("width", "blocks"):
+        _positive(f"{p}cyclegan.{key}", getattr(cg, key))
+    for key in ("cycle_weight", "identity_weight"):
+        _positive(f"{p}cyclegan.{key}", getattr(cg, key), allow_zero=True)
+
+
 def _space_paths(cls: type, prefix: str = "") -> dict[str, Any]:
     """All settable key paths of a dataclass, e.g. {'lr_g': float, 'data.size': int | None}."""
     out: dict[str, Any] = {}
     for name, tp in typing.get_type_hints(cls).items():
+        optional = [a for a in get_args(tp) if a is not type(None)]  # target_data: Data | None
+        if len(optional) == 1 and dataclasses.is_dataclass(optional[0]):
+            tp = optional[0]
         if dataclasses.is_dataclass(tp):
             out.update(_space_paths(tp, f"{prefix}{name}."))
         else:
@@ -461,6 +645,13 @@ def validate_sweep(cfg: SweepConfig) -> SweepConfig:
     _positive("max_failures", cfg.max_failures, allow_zero=True)
     _positive("resources.cpu", cfg.resources.cpu)
     _positive("resources.gpu", cfg.resources.gpu, allow_zero=True)
+    if cfg.workers_per_trial > 1 and 0 < cfg.resources.gpu < 1:
+        raise ConfigError(
+            f"resources.gpu: {cfg.resources.gpu:g} per worker with workers_per_trial "
+            f"{cfg.workers_per_trial}: data-parallel workers need a whole GPU each (NCCL cannot "
+            "run two ranks on one GPU); use resources.gpu: 1, or workers_per_trial: 1 to pack "
+            "trials"
+        )
     _positive("scheduler.max_t", cfg.scheduler.max_t)
     _positive("scheduler.grace_period", cfg.scheduler.grace_period)
     if cfg.scheduler.reduction_factor <= 1:
@@ -685,6 +876,8 @@ def with_overrides(cfg: TrainConfig, flat: dict[str, Any]) -> TrainConfig:
         node = data
         *parents, last = key.split(".")
         for part in parents:
+            if node[part] is None:  # an optional section (target_data) that is not set yet
+                node[part] = {}
             node = node[part]
         node[last] = value
     return train_config_from_dict(data)

@@ -21,7 +21,8 @@ RESULT_KEYS = (
     "kid_mean",
     "kid_std",
     "psnr",
-    "mi",
+    "mi",  # normalised mutual information (1..2); the trainer logs it as mi_normalised
+    "mi_bits",  # raw mutual information in bits
     "ssim",
     *LBPV_KEYS,
     "n_real",
@@ -128,6 +129,8 @@ def evaluate_folders(
         if paired:
             from fetalgan.metrics.image import paired_metrics
 
+            if "mi" in paired:
+                paired.append("mi_bits")
             scores = paired_metrics(
                 reals_px,
                 fake_images,
@@ -152,6 +155,7 @@ _LABELS = {
     "kid_mean": "KID",
     "psnr": "PSNR (dB)",
     "mi": "MI (normalised)",
+    "mi_bits": "MI (bits)",
     "ssim": "SSIM",
     "lbpv_l1": "LBPv L1",
     "lbpv_l2": "LBPv L2",
@@ -185,4 +189,111 @@ def format_table(result: dict) -> str:
         lines.append(
             "(FID is biased upwards with fewer than 2048 images: compare at equal N, or use KID)"
         )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Paired evaluation: a translation against its own ground truth, file by file
+# --------------------------------------------------------------------------------------------
+
+PAIRED_KEYS = ("ssim", "psnr", "mi")  # per pair and averaged by evaluate_paired
+
+
+def paired_scores(truth_images, fake_images) -> dict:
+    """SSIM, PSNR and normalised MI of each (truth ``i``, fake ``i``) pair of two same-shape
+    ``(N, 1, H, W)`` / ``(N, H, W)`` uint8 sets: ``{name: (N,) float64 array}``.
+
+    The functions and settings of :func:`fetalgan.metrics.image.paired_metrics`: scikit-image's
+    ``structural_similarity`` and ``peak_signal_noise_ratio`` with ``data_range=255`` (PSNR =
+    10 log10(255^2 / MSE) dB, ``inf`` for identical images) and
+    ``normalized_mutual_information`` with 100 bins ((H(A) + H(B)) / H(A, B), 1..2); only the
+    pairing differs: by position, not seeded random pairs.
+    """
+    import numpy as np
+    from skimage.metrics import (
+        normalized_mutual_information,
+        peak_signal_noise_ratio,
+        structural_similarity,
+    )
+
+    from fetalgan.metrics.image import DATA_RANGE, MI_BINS, as_grey_array
+
+    truth = as_grey_array(truth_images, "ground-truth images")
+    fake = as_grey_array(fake_images, "translated images")
+    if truth.shape != fake.shape:
+        raise ValueError(
+            f"paired metrics: ground truth is {truth.shape}, translations {fake.shape}; "
+            "expected the same number of images of the same size"
+        )
+    out = {k: np.empty(len(truth)) for k in PAIRED_KEYS}
+    with np.errstate(divide="ignore"):  # PSNR of an identical pair is inf, by definition
+        for i, (a, b) in enumerate(zip(truth, fake, strict=True)):
+            out["ssim"][i] = structural_similarity(a, b, data_range=DATA_RANGE)
+            out["psnr"][i] = peak_signal_noise_ratio(a, b, data_range=DATA_RANGE)
+            out["mi"][i] = normalized_mutual_information(a, b, bins=MI_BINS)
+    return out
+
+
+def evaluate_paired(truth_dir: str | Path, fake_dir: str | Path) -> dict:
+    """SSIM, PSNR and normalised MI of each image in ``fake_dir`` against the image of the
+    same name (stem) in ``truth_dir``, and their means.
+
+    Returns ``{"pairs": [{"name", "ssim", "psnr", "mi"}, ...] (sorted by name), "ssim",
+    "psnr", "mi" (means over pairs), "n_pairs"}``. ValueError when a fake has no ground truth
+    of its name, or a pair differs in size; FileNotFoundError for a missing or empty folder.
+    Ground-truth images without a fake are ignored (translate a subset, evaluate that).
+    """
+    import numpy as np
+
+    from fetalgan.images import list_images, read_grey
+
+    folders = {"--real": Path(truth_dir), "--fake": Path(fake_dir)}
+    listed = {}
+    for flag, folder in folders.items():
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{flag}: {folder} is not a folder")
+        listed[flag] = {p.stem: p for p in list_images(folder)}
+        if not listed[flag]:
+            raise FileNotFoundError(f"{flag}: no images in {folder}")
+    truth, fakes = listed["--real"], listed["--fake"]
+    missing = sorted(set(fakes) - set(truth))
+    if missing:
+        raise ValueError(
+            f"--paired: {len(missing)} image(s) in {fake_dir} have no ground truth of the same "
+            f"name in {truth_dir}, e.g. {fakes[missing[0]].name}"
+        )
+    names = sorted(fakes)
+    pairs = [(read_grey(truth[n]), read_grey(fakes[n])) for n in names]
+    for name, (a, b) in zip(names, pairs, strict=True):
+        if a.shape != b.shape:
+            raise ValueError(
+                f"--paired: {name} is {a.shape[1]}x{a.shape[0]} in {truth_dir} but "
+                f"{b.shape[1]}x{b.shape[0]} in {fake_dir}; pairs must have one size"
+            )
+    scores = {k: [] for k in PAIRED_KEYS}
+    for a, b in pairs:  # one pair at a time: the images may differ in size between pairs
+        for k, v in paired_scores(a[None], b[None]).items():
+            scores[k].append(float(v[0]))
+    result: dict = {
+        "pairs": [
+            {"name": n, **{k: scores[k][i] for k in PAIRED_KEYS}} for i, n in enumerate(names)
+        ]
+    }
+    result |= {k: float(np.mean(scores[k])) for k in PAIRED_KEYS}
+    result["n_pairs"] = len(names)
+    return result
+
+
+def format_paired(result: dict, *, max_rows: int = 20) -> str:
+    """:func:`evaluate_paired`'s result as a terminal table: the first ``max_rows`` pairs and
+    the mean."""
+    lines = [f"{'image':<28} {'SSIM':>8} {'PSNR (dB)':>10} {'MI (norm.)':>10}"]
+    for row in result["pairs"][:max_rows]:
+        lines.append(
+            f"{row['name']:<28} {row['ssim']:>8.4f} {row['psnr']:>10.3f} {row['mi']:>10.4f}"
+        )
+    if result["n_pairs"] > max_rows:
+        lines.append(f"... {result['n_pairs'] - max_rows} more (all of them with --json)")
+    mean = f"mean of {result['n_pairs']}"
+    lines.append(f"{mean:<28} {result['ssim']:>8.4f} {result['psnr']:>10.3f} {result['mi']:>10.4f}")
     return "\n".join(lines)

@@ -33,12 +33,18 @@ def metric_source(metric: str) -> str | None:
     ValueError for a key no evaluation reports."""
     if metric in LOSS_METRICS or metric.startswith("loss_"):
         return None
+    if metric == "mi":  # the trainer logs MI under names that say which one it is
+        raise ValueError(
+            "metric: 'mi' is not a logged value; expected mi_normalised (scikit-image's "
+            "normalised MI, 1..2, as `fetalgan evaluate` reports mi) or mi_bits (raw MI in bits)"
+        )
     for source in EVAL_METRICS:  # each produces values named after it: kid_mean, lbpv_l1
         if metric == source or metric.startswith(source + "_"):
             return source
     raise ValueError(
-        f"metric: unknown {metric!r}; expected fid, kid_mean, lbpv_l1, loss_g, loss_d "
-        "or another key a trial reports (fid*, kid*, lbpv*, loss_*)"
+        f"metric: unknown {metric!r}; expected fid, kid_mean, lbpv_l1, mi_normalised, mi_bits, "
+        "psnr, ssim, loss_g, loss_d or another key a trial reports "
+        "(fid*, kid*, lbpv*, mi_*, psnr*, ssim*, loss_*)"
     )
 
 
@@ -110,6 +116,8 @@ class Evaluation:
     n_real: int | None = None
     feature_dim: int | None = None
     reference: str | None = None  # identity of the real set (dataset cache key)
+    reference_n: int | None = None  # images in the real reference set (eval_reference)
+    reference_key: str | None = None  # digest of the reference images (statistics cache key)
     weights_sha256: str | None = None  # FID Inception weights
     eval_seconds: float = 0.0
     objective: Objective = field(default_factory=Objective)

@@ -69,6 +69,8 @@ ENV_TAGS = (
     "container_image_sha256",
     names.WEIGHTS_TAG,
     names.REFERENCE_TAG,
+    names.REFERENCE_N_TAG,
+    names.REFERENCE_KEY_TAG,
 )
 UNKNOWN_HOST = "not recorded"  # a trial that never reported an evaluation from a worker
 

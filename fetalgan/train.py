@@ -244,16 +244,19 @@ def train(
     ctx = StepContext(device, amp_dtype, wrapped)
 
     evaluator = None
-    if cfg.eval_metrics and is_main:
+    if cfg.eval_metrics and is_main:  # against eval_reference, never the training subset
+        from fetalgan.config import reference_data
+        from fetalgan.data import load_reference_images
         from fetalgan.metrics.stats import TrainingMetrics
 
+        reference = load_reference_images(cfg, real_resolution, progress=show)
         evaluator = TrainingMetrics(
-            dataset.images,
-            key=dataset.key,
+            reference.images,
             metrics=list(cfg.eval_metrics),
             fid_weights=cfg.fid_weights,
+            dims=cfg.fid_dims,
             device=device,
-            cache_dir=cfg.data.cache_dir,
+            cache_dir=reference_data(cfg).cache_dir,
         )
 
     aug = cfg.data.augment
@@ -322,7 +325,9 @@ def train(
                 values.pop("n_fake", None)
                 evaluation.values = values
                 evaluation.weights_sha256 = evaluator.weights_sha256
-                evaluation.reference = dataset.key
+                evaluation.reference = reference.key
+                evaluation.reference_n = evaluator.n_real
+                evaluation.reference_key = evaluator.reference_key
             evaluation.eval_seconds = time.perf_counter() - t0
             grid = run_dir / "samples" / f"epoch_{done:04d}.png"
             grid.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from fetalgan.data.datasets import (
     list_hc18,
     list_planes,
     load_folder,
+    load_reference_images,
     load_training_images,
 )
 from fetalgan.data.phantom import make_phantom, write_phantom_dir
@@ -22,6 +23,7 @@ __all__ = [
     "list_hc18",
     "list_planes",
     "load_folder",
+    "load_reference_images",
     "load_training_images",
     "make_phantom",
     "write_phantom_dir",

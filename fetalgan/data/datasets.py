@@ -35,7 +35,7 @@ from fetalgan.images import list_images, read_grey, resize_crop
 if TYPE_CHECKING:
     import torch
 
-    from fetalgan.config import DataConfig
+    from fetalgan.config import DataConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,10 @@ def list_planes(
     brain_plane: str | None = None,
     machine: str | None = None,
     train_split: bool | None = None,
+    csv_order: bool = False,
 ) -> list[Path]:
-    """FETAL_PLANES_DB images matching every given filter (``None`` = any), sorted by name."""
+    """FETAL_PLANES_DB images matching every given filter (``None`` = any), sorted by name, or
+    in the CSV's row order with ``csv_order`` (the order a "first N rows" split takes them)."""
     root = Path(root)
     csv_path = root / PLANES_CSV
     if not csv_path.is_file():
@@ -149,7 +151,9 @@ def list_planes(
         rows = [row for row in rows if row[column] == value]
     if not rows:
         raise ValueError(f"{csv_path}: no images match the filters {wanted}")
-    files = sorted(root / "Images" / f"{row['Image_name']}.png" for row in rows)
+    files = [root / "Images" / f"{row['Image_name']}.png" for row in rows]
+    if not csv_order:
+        files.sort()
     missing = [p for p in files if not p.is_file()]
     if missing:
         raise FileNotFoundError(
@@ -172,6 +176,7 @@ def list_files(data: DataConfig) -> list[Path]:
             brain_plane=data.brain_plane,
             machine=data.machine,
             train_split=data.train_split,
+            csv_order=data.order == "listed" or data.skip > 0,
         )
     if data.kind == "folder":
         return list_images(data.root)
@@ -261,17 +266,22 @@ def load_folder(
 # --------------------------------------------------------------------------------------------
 
 
-def subset_order(n_available: int, size: int | None, seed: int) -> np.ndarray:
-    """Indices in the order images are drawn: a seeded permutation, or ``0..n-1`` for all.
+def subset_order(
+    n_available: int, size: int | None, seed: int, *, order: str = "seeded", skip: int = 0
+) -> np.ndarray:
+    """Indices in the order images are drawn from ``skip..n-1``: a seeded permutation
+    (``order="seeded"``), or in the listed order (``order="listed"``, and always for all).
 
     The first ``k`` of a permutation are the size-``k`` subset, so subsets of one seed nest
     (the 100 images are among the 300).
     """
-    if size is None:
-        return np.arange(n_available)
+    if not 0 <= skip <= n_available:
+        raise ValueError(f"skip: must be in 0..{n_available} (the images listed), got {skip}")
+    if size is None or order == "listed":
+        return np.arange(skip, n_available)
     if seed < 0:
         raise ValueError(f"seed: must be >= 0 to draw the data subset, got {seed}")
-    return np.random.default_rng(seed).permutation(n_available)
+    return skip + np.random.default_rng(seed).permutation(n_available - skip)
 
 
 def dataset_key(data: DataConfig, resolution: int, seed: int, files: Sequence[Path] = ()) -> str:
@@ -285,12 +295,18 @@ def dataset_key(data: DataConfig, resolution: int, seed: int, files: Sequence[Pa
         "size": data.size,
         "seed": seed if data.size is not None else None,  # no subset -> the seed is irrelevant
     }
+    if data.order != "seeded" or data.skip:  # absent otherwise: earlier keys stay valid
+        payload |= {"order": data.order, "skip": data.skip}
+        if data.order == "listed":
+            payload["seed"] = None
     if data.kind == "phantom":
         payload |= {
             "phantom_n": data.phantom_n,
             "phantom_seed": data.phantom_seed,
             "phantom_version": PHANTOM_VERSION,
         }
+        if data.modality != "us" or data.phantom_slices:  # absent otherwise: keys stay valid
+            payload |= {"modality": data.modality, "phantom_slices": data.phantom_slices}
     else:
         root = Path(data.root).resolve()
         payload["root"] = str(root)
@@ -313,14 +329,21 @@ def _phantom_set(
 
     from fetalgan.data.phantom import iter_phantom_images
 
-    if data.size is not None and data.size > data.phantom_n:
-        raise _too_large(data, data.phantom_n, "the phantom pool, data.phantom_n")
-    order = subset_order(data.phantom_n, data.size, seed)
-    chosen = np.sort(order[: data.size or data.phantom_n]).tolist()
+    if data.size is not None and data.size > data.phantom_n - data.skip:
+        raise _too_large(data, data.phantom_n - data.skip, "the phantom pool, data.phantom_n")
+    order = subset_order(data.phantom_n, data.size, seed, order=data.order, skip=data.skip)
+    chosen = np.sort(order[: data.size or len(order)]).tolist()
     images = np.empty((len(chosen), resolution, resolution), dtype=np.uint8)
     start = 0
     with tqdm(total=len(chosen), desc="phantom", unit="img", disable=not progress) as bar:
-        for batch in iter_phantom_images(chosen, resolution, data.phantom_seed):
+        slices = None
+        if data.phantom_slices:
+            from fetalgan.data.phantom import slice_position
+
+            slices = [slice_position(data.phantom_seed, i, data.phantom_slices) for i in chosen]
+        for batch in iter_phantom_images(
+            chosen, resolution, data.phantom_seed, modality=data.modality, slices=slices
+        ):
             images[start : start + len(batch)] = batch
             start += len(batch)
             bar.update(len(batch))
@@ -337,10 +360,10 @@ def _file_set(
     """Decode the seeded subset; with skip_corrupt, unreadable picks are replaced by the next
     images of the same permutation. Returns (images, names, skipped names)."""
     root = data.root
-    if data.size is not None and data.size > len(files):
-        raise _too_large(data, len(files), root)
-    order = subset_order(len(files), data.size, seed)
-    want = data.size or len(files)
+    if data.size is not None and data.size > len(files) - data.skip:
+        raise _too_large(data, len(files) - data.skip, root)
+    order = subset_order(len(files), data.size, seed, order=data.order, skip=data.skip)
+    want = data.size or len(order)
     good: dict[int, np.ndarray] = {}
     skipped: list[int] = []
     pos = 0
@@ -431,6 +454,17 @@ def load_training_images(
     _warn_skipped(skipped, where)
     log.info("%s: decoded %d images at %d px into %s", where, len(names), resolution, path)
     return ImageSet(tensor, key, names, len(skipped), from_cache=False)
+
+
+def load_reference_images(cfg: TrainConfig, resolution: int, *, progress: bool = False) -> ImageSet:
+    """The evaluation reference of ``cfg`` (``eval_reference``; by default the whole dataset
+    ``cfg.data`` names) at ``resolution``, never augmented, drawn with its own seed, so trials
+    that differ in ``data.size`` or ``seed`` compare with the same images."""
+    from fetalgan.config import reference_data
+
+    return load_training_images(
+        reference_data(cfg), resolution, seed=cfg.eval_reference.seed, progress=progress
+    )
 
 
 def _valid_entry(entry, resolution: int) -> bool:

@@ -1,9 +1,11 @@
 """Real-image statistics cached on disk, and the metrics the trainer computes at each evaluation.
 
 The real set's Inception features (and their mean and covariance) and its rLBPv are computed
-once per dataset, resolution, size and FID weights and kept in
-``cache_root(cache_dir)/stats/{key}-{weights_sha256[:12]}-{dims}.npz``; a sweep fills the entry
-once and every trial reads it. The entry also records a sha256 of the image bytes, so a key
+once per dataset, resolution, size, FID weights, feature dimension and feature precision and
+kept in ``cache_root(cache_dir)/stats/{key}-{weights_sha256[:12]}-{dims}-{precision}.npz``; a
+sweep fills the entry once and every trial reads it. Features are extracted in IEEE fp32 (TF32
+off, ``inception.exact_fp32``) on every device, so an entry computed on the driver's CPU serves
+trials on GPUs; ``precision`` (``fp32`` or ``bf16``) is the one setting that changes them. The entry also records a sha256 of the image bytes, so a key
 reused for different images is recomputed rather than trusted.
 """
 
@@ -46,13 +48,20 @@ def images_digest(images) -> str:
     return digest.hexdigest()
 
 
-def stats_path(key: str, weights_sha256: str, dims: int, cache_dir: str | None = None) -> Path:
-    """``cache_root(cache_dir)/stats/{key}-{weights_sha256[:12]}-{dims}.npz``."""
+def stats_path(
+    key: str,
+    weights_sha256: str,
+    dims: int,
+    cache_dir: str | None = None,
+    precision: str = "fp32",
+) -> Path:
+    """``cache_root(cache_dir)/stats/{key}-{weights_sha256[:12]}-{dims}-{precision}.npz``."""
     from fetalgan.data.cache import cache_root
 
     if not key or "/" in key or os.sep in key:
         raise ValueError(f"statistics key must be a non-empty file-name part, got {key!r}")
-    return cache_root(cache_dir) / "stats" / f"{key}-{weights_sha256[:12]}-{dims}.npz"
+    name = f"{key}-{weights_sha256[:12]}-{dims}-{precision}.npz"
+    return cache_root(cache_dir) / "stats" / name
 
 
 def _save_stats(stats: RealStats, path: Path) -> None:
@@ -101,14 +110,22 @@ def compute_real_statistics(
     device=None,
     progress: bool = False,
     images_sha256: str | None = None,
+    precision: str = "fp32",
 ) -> RealStats:
-    """RealStats of ``(N, 1, H, W)`` uint8 ``images`` with an already loaded FID network."""
+    """RealStats of ``(N, 1, H, W)`` uint8 ``images`` with an already loaded FID network
+    (features in ``precision``: ``fp32`` or ``bf16``, as ``extract_features``)."""
     from fetalgan.metrics.frechet import mean_and_covariance
     from fetalgan.metrics.image import lbpv
     from fetalgan.metrics.inception import extract_features
 
     features = extract_features(
-        images, model, batch_size=batch_size, device=device, progress=progress, desc="real features"
+        images,
+        model,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        progress=progress,
+        desc="real features",
     )
     if features.shape[0] < 2:
         raise ValueError(f"real statistics need at least 2 images, got {features.shape[0]}")
@@ -126,9 +143,19 @@ def compute_real_statistics(
 
 
 def _cached_real_statistics(
-    images, *, key, weights_sha256, dims, cache_dir, get_model, batch_size, device, progress
+    images,
+    *,
+    key,
+    weights_sha256,
+    dims,
+    cache_dir,
+    get_model,
+    batch_size,
+    device,
+    progress,
+    precision="fp32",
 ) -> RealStats:
-    path = stats_path(key, weights_sha256, dims, cache_dir)
+    path = stats_path(key, weights_sha256, dims, cache_dir, precision)
     digest = images_digest(images)
     stats = _load_stats(path)
     if stats is not None:
@@ -148,6 +175,7 @@ def _cached_real_statistics(
         device=device,
         progress=progress,
         images_sha256=digest,
+        precision=precision,
     )
     _save_stats(stats, path)
     return stats
@@ -163,11 +191,12 @@ def real_statistics(
     device="cpu",
     batch_size: int = 50,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> RealStats:
     """Statistics of the real ``(N, 1, H, W)`` uint8 ``images``, from the on-disk cache if there.
 
     ``key`` names the set (dataset, resolution, size: e.g. the data cache's key); the file is
-    ``cache_root(cache_dir)/stats/{key}-{weights_sha256[:12]}-{dims}.npz``. The FID network is
+    :func:`stats_path` (``precision``: of the features, ``fp32`` or ``bf16``). The FID network is
     only loaded on a cache miss. Call it once per sweep to warm the cache for all trials.
     """
     from fetalgan.metrics.inception import find_fid_weights, load_fid_network, sha256_file
@@ -184,25 +213,45 @@ def real_statistics(
         batch_size=batch_size,
         device=device,
         progress=progress,
+        precision=precision,
     )
 
 
-class TrainingMetrics:
-    """FID, KID and LBPv distance of fake images against a fixed real set, for the trainer.
+def reference_key(images) -> str:
+    """The key of a reference set's content: the first 20 hex digits of
+    :func:`images_digest` (the same images give the same key however they were selected)."""
+    return images_digest(images)[:20]
 
-    Loads the FID network once and the real statistics from the cache (computing them on a
-    miss). Calling it with ``(N, 1, H, W)`` uint8 fake images returns plain floats/ints:
-    ``fid`` (Gram form, see ``fid_from_features``), ``kid_mean``, ``kid_std``, ``lbpv_l1``,
-    ``lbpv_l2``, ``lbpv_v8``, ``lbpv_v20``, ``lbpv_v143``, ``lbpv_v240`` (for the requested
-    ``metrics``), plus ``n_real``, ``n_fake`` and ``feature_dim``. ``weights_sha256`` names the
-    FID weights used.
+
+# eval_metrics entry -> {value name in fetalgan.metrics.image.paired_metrics: logged name}
+PAIRED_NAMES = {
+    "mi": {"mi": "mi_normalised", "mi_bits": "mi_bits"},
+    "psnr": {"psnr": "psnr"},
+    "ssim": {"ssim": "ssim"},
+}
+
+
+class TrainingMetrics:
+    """The trainer's metrics of fake images against a fixed real reference set.
+
+    Loads the FID network once and the reference statistics from the cache (computing them on
+    a miss; the cache key is :func:`reference_key`, a digest of the images). Calling it with
+    ``(N, 1, H, W)`` uint8 fake images returns plain floats/ints for the requested
+    ``metrics``: ``fid`` (Gram form, see ``fid_from_features``, ``dims``-d features),
+    ``kid_mean``, ``kid_std``; ``lbpv_l1``, ``lbpv_l2``, ``lbpv_v8``, ``lbpv_v20``,
+    ``lbpv_v143``, ``lbpv_v240``; ``mi_normalised`` (scikit-image's normalised mutual
+    information, 1..2) and ``mi_bits`` (raw mutual information in bits), ``psnr`` (dB) and
+    ``ssim``, each the mean over ``pairs_per_fake`` seeded reference images per fake, exactly
+    as ``fetalgan evaluate`` pairs them (:func:`fetalgan.metrics.image.paired_metrics`, with
+    ``seed``); plus ``n_real``, ``n_fake`` and ``feature_dim``. ``weights_sha256`` names the
+    FID weights used, ``reference_key`` and ``n_real`` the reference.
     """
 
     def __init__(
         self,
         real_images,
         *,
-        key: str,
+        key: str | None = None,
         metrics=TRAINING_METRICS,
         fid_weights: str | None = None,
         device="cpu",
@@ -213,7 +262,9 @@ class TrainingMetrics:
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         seed: int = 0,
+        pairs_per_fake: int | None = 10,
     ):
+        from fetalgan.metrics.image import as_grey_array
         from fetalgan.metrics.inception import find_fid_weights, load_fid_network
 
         self.metrics = tuple(metrics)
@@ -232,8 +283,13 @@ class TrainingMetrics:
         self.kid_subsets = kid_subsets
         self.kid_subset_size = kid_subset_size
         self.seed = seed
+        self.pairs_per_fake = pairs_per_fake
         self.model = None
         self.weights_sha256 = None
+        self.reference_key = key or reference_key(real_images)
+        key = self.reference_key
+        self.paired = [m for m in PAIRED_NAMES if m in self.metrics]
+        self.real_pixels = as_grey_array(real_images, "reference images") if self.paired else None
         if "fid" in self.metrics or "kid" in self.metrics:
             weights_path = find_fid_weights(fid_weights)
             self.model, self.weights_sha256 = load_fid_network(
@@ -249,14 +305,15 @@ class TrainingMetrics:
                 batch_size=batch_size,
                 device=device,
                 progress=False,
+                precision=precision,  # the fakes' precision: both sides the same arithmetic
             )
             self.real_lbpv = self.real.lbpv
             self.n_real = self.real.n
-        else:  # LBPv alone needs no network
-            from fetalgan.metrics.image import as_grey_array, lbpv
+        else:  # LBPv and the paired metrics need no network
+            from fetalgan.metrics.image import lbpv
 
             self.real = None
-            self.real_lbpv = lbpv(real_images)
+            self.real_lbpv = lbpv(real_images) if "lbpv" in self.metrics else None
             self.n_real = len(as_grey_array(real_images))
 
     def __call__(self, fake_images) -> dict[str, float]:
@@ -292,4 +349,16 @@ class TrainingMetrics:
                 )
         if "lbpv" in self.metrics:
             out.update(lbpv_distance(self.real_lbpv, lbpv(fake_images)))
+        if self.paired:
+            from fetalgan.metrics.image import paired_metrics
+
+            names = {k: v for m in self.paired for k, v in PAIRED_NAMES[m].items()}
+            scores = paired_metrics(
+                self.real_pixels,
+                fake_images,
+                metrics=tuple(names),
+                pairs_per_fake=self.pairs_per_fake,
+                seed=self.seed,
+            )
+            out.update({logged: scores[name] for name, logged in names.items()})
         return out

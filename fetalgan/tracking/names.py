@@ -22,6 +22,8 @@ WORKER_IP_TAG = "worker_ip"  # its IP address
 WORKERS_TAG = "workers"  # data-parallel ranks that trained the trial (world size)
 WEIGHTS_TAG = "weights_sha256"  # FID Inception weights behind the run's FID
 REFERENCE_TAG = "reference"  # identity of the real set the metrics compare with
+REFERENCE_N_TAG = "reference_n"  # images in that set
+REFERENCE_KEY_TAG = "reference_key"  # digest of its images (the statistics cache key)
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's standard source tag
 
 # Artefacts

@@ -132,5 +132,5 @@ def test_lbpv_alone_needs_no_network(reals, monkeypatch):
 
 
 def test_unknown_training_metric_is_rejected(reals):
-    with pytest.raises(ValueError, match="psnr.*fid, kid, lbpv|fid', 'kid', 'lbpv"):
-        TrainingMetrics(reals, key="k", metrics=["psnr"])
+    with pytest.raises(ValueError, match="nmi.*'fid', 'kid', 'lbpv', 'mi', 'psnr', 'ssim'"):
+        TrainingMetrics(reals, key="k", metrics=["nmi"])
