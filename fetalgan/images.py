@@ -15,13 +15,48 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GRID_NAME = "grid.png"  # the contact sheet `generate` writes beside its images; not one of them
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")  # PIL's 16-bit grey (PNG, TIFF)
+
+
 def read_grey(path: str | Path) -> np.ndarray:
-    """Decode one image file to ``(H, W) uint8`` grey; ``ValueError`` naming the file if unreadable."""
+    """Decode one image file to ``(H, W) uint8`` grey, by its bit depth: 8-bit grey as it is,
+    colour through PIL's luma, 16-bit grey scaled to 0..255 (``round(v * 255 / 65535)``, so a
+    full-range 16-bit scan keeps its contrast instead of clipping to white). ``ValueError``
+    naming the file when it is unreadable, 32-bit integer or floating-point (no known range),
+    or larger than PIL's ``MAX_IMAGE_PIXELS`` (a decompression bomb: a small file whose header
+    claims an image that would fill the memory)."""
     try:
         with Image.open(path) as im:
+            _check_pixels(im, path)
+            if im.mode in SIXTEEN_BIT_MODES:
+                wide = np.asarray(im).astype(np.uint32)
+                return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+            if im.mode in ("I", "F"):
+                kind = "32-bit integer" if im.mode == "I" else "floating-point"
+                raise ValueError(
+                    f"{path}: {kind} image (PIL mode {im.mode}) has no fixed range to read as "
+                    "grey; convert it to an 8- or 16-bit PNG"
+                )
             return np.asarray(im.convert("L"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as err:  # PIL raises these for broken files
+    except Image.DecompressionBombError as err:  # over twice the limit: raised by open()
+        raise ValueError(f"{path}: image too large to decode safely ({err})") from None
+    except (OSError, SyntaxError) as err:  # PIL raises these for broken files
         raise ValueError(f"{path}: cannot read image ({err})") from None
+    except ValueError as err:
+        if str(err).startswith(f"{path}: "):
+            raise
+        raise ValueError(f"{path}: cannot read image ({err})") from None
+
+
+def _check_pixels(im: Image.Image, path: str | Path) -> None:
+    """``ValueError`` for an image over ``Image.MAX_IMAGE_PIXELS`` (PIL itself only warns up
+    to twice that); an ultrasound frame is far below it."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and im.width * im.height > limit:
+        raise ValueError(
+            f"{path}: image too large to decode safely: {im.width}x{im.height} pixels, more "
+            f"than {limit} (PIL's decompression-bomb limit)"
+        )
 
 
 def write_png(image: np.ndarray, path: str | Path) -> None:

@@ -312,8 +312,15 @@ def dataset_key(data: DataConfig, resolution: int, seed: int, files: Sequence[Pa
         payload["root"] = str(root)
         if data.kind == "planes":
             payload["filters"] = {k: getattr(data, k) for k in PLANES_FILTERS}
-        payload["files"] = [[os.path.relpath(p, root), p.stat().st_size] for p in files]
+        # Size and modification time: an image replaced in place (same name, maybe the same
+        # size) gives another key, so the cache never serves the old pixels.
+        payload["files"] = [[os.path.relpath(p, root), *_size_mtime(p)] for p in files]
     return stable_key(payload)
+
+
+def _size_mtime(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _too_large(data: DataConfig, n_available: int, where: str) -> ValueError:

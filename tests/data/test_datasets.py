@@ -341,3 +341,22 @@ def test_skip_corrupt_refills_the_subset(tmp_path, data_corrupt):
                 seed=0,
                 progress=False,
             )
+
+
+def test_an_image_replaced_in_place_is_decoded_again(tmp_path):
+    """Same name, same byte size, new pixels: the cache key follows the modification time."""
+    import os
+
+    folder = tmp_path / "imgs"
+    paths = [_write(folder / f"img_{i}.png", 30 * i, h=8, w=8) for i in range(3)]
+    cfg = _cfg(tmp_path, kind="folder", root=str(folder))
+    first = load_training_images(cfg, 8, seed=0, progress=False)
+    assert load_training_images(cfg, 8, seed=0, progress=False).from_cache
+    size = paths[0].stat().st_size
+    _write(paths[0], 200, h=8, w=8)  # another flat-plus-ramp image: the same PNG byte size
+    assert paths[0].stat().st_size == size
+    stat = paths[0].stat()
+    os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    second = load_training_images(cfg, 8, seed=0, progress=False)
+    assert not second.from_cache and second.key != first.key
+    assert int(second.images[0, 0, 0, 0]) == 200 != int(first.images[0, 0, 0, 0])
