@@ -38,10 +38,18 @@ def http(
 
 
 class MlflowServer:
-    """A running ``mlflow/server.sh --port PORT --dir DIR [ARGS]``; ``url`` once healthy."""
+    """A running ``mlflow/server.sh --port PORT --dir DIR [ARGS]``; ``url`` once healthy.
+    ``port``: a given one (a server restarted where its clients expect it), else a free one."""
 
-    def __init__(self, script: Path, state_dir: Path, *args: str, env: dict | None = None):
-        self.port = free_port()
+    def __init__(
+        self,
+        script: Path,
+        state_dir: Path,
+        *args: str,
+        env: dict | None = None,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir
         argv = ["bash", str(script), "--port", str(self.port), "--dir", str(state_dir), *args]
