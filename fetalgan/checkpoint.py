@@ -1,6 +1,11 @@
 """The one checkpoint format: a single file with both networks, both optimisers, the epoch,
 the full config, RNG states and free-form ``extra`` (e.g. an MLflow run id).
 
+Two kinds share the format: a *full* checkpoint (everything above: what ``--resume`` and Tune
+continue from) and a *weights* checkpoint (networks, config, epoch, history and extra, no
+optimiser or RNG state: about a third of the size with Adam; what ``generate``, the registered
+model and ``best.pt`` / MLflow's ``checkpoint/*.pt`` hold). ``state["kind"]`` says which.
+
 Written with :func:`fetalgan.files.atomic_write` (a crash mid-write never leaves a truncated
 checkpoint; the file mode is ``fetalgan.files.FILE_MODE``); read with
 ``torch.load(weights_only=True)`` so a checkpoint file cannot run code.
@@ -15,6 +20,9 @@ from fetalgan.files import atomic_write
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"  # the file a checkpoint directory holds (see resolve)
+FULL, WEIGHTS = "full", "weights"  # state["kind"]; checkpoints without it are full
+# What a weights checkpoint keeps of a full one.
+WEIGHTS_KEYS = ("model", "config", "epoch", "networks", "history", "objective", "best_value", "extra")
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -22,6 +30,21 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     import torch
 
     return atomic_write(path, lambda f: torch.save({"format": FORMAT_VERSION, **state}, f))
+
+
+def weights_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights checkpoint of a (full or weights) checkpoint ``state``."""
+    kept = {k: state[k] for k in WEIGHTS_KEYS if k in state}
+    return {**kept, "kind": WEIGHTS}
+
+
+def save_weights(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write the weights checkpoint of ``state`` to ``path`` atomically."""
+    return save_checkpoint(path, weights_of(state))
+
+
+def is_full(state: dict[str, Any]) -> bool:
+    return state.get("kind", FULL) == FULL
 
 
 def resolve(path: str | Path) -> Path:
@@ -46,3 +69,42 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: not a fetalgan checkpoint (format {FORMAT_VERSION} expected)")
     return state
+
+
+def require(state: dict[str, Any], path: str | Path, keys: tuple[str, ...]) -> None:
+    """``ValueError`` naming the file and the keys ``state`` lacks (a file saved by other code
+    in fetalgan's format, or cut down by hand)."""
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise ValueError(
+            f"{path}: {', '.join(missing)}: missing from this checkpoint (it has "
+            f"{', '.join(sorted(k for k in state if k != 'format'))}); use one that "
+            "`fetalgan train` or a sweep wrote"
+        )
+
+
+def load_networks(networks: dict, state: dict[str, Any], path: str | Path) -> None:
+    """Load ``state["networks"]`` into ``networks`` (name -> module); ``ValueError`` naming the
+    file and the network when the checkpoint holds another architecture."""
+    saved = state["networks"]
+    trained = state.get("config") if isinstance(state.get("config"), dict) else {}
+    was = ", ".join(
+        f"{key} {trained[key]}"
+        for key in ("model", "resolution", "nz", "ngf", "ndf")
+        if key in trained
+    )
+    for name, net in networks.items():
+        if name not in saved:
+            raise ValueError(
+                f"{path}: networks.{name}: not in this checkpoint (it has {', '.join(saved)}; "
+                f"trained as {was or 'another model'})"
+            )
+        try:
+            net.load_state_dict(saved[name])
+        except RuntimeError as err:  # torch lists every mismatched tensor: keep the first
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else lines[0]
+            raise ValueError(
+                f"{path}: networks.{name}: another architecture than this config's "
+                f"(trained as {was or 'another model'}; {detail})"
+            ) from None

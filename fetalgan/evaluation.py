@@ -125,6 +125,7 @@ class Evaluation:
     is_best: bool = False
     sample_grid: str | None = None  # PNG of the first 64 fakes
     checkpoint: str | None = None  # the full training state after this evaluation
+    best_weights: str | None = None  # weights-only best.pt, written when is_best
 
     def metrics(self) -> dict[str, float]:
         """Every number to plot against epoch: losses, metric values, ``best_<metric>``,

@@ -19,6 +19,7 @@ with the folder (a ``0o700`` run or cache root), which covers every file under i
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -62,3 +63,35 @@ def atomic_write_text(
 ) -> Path:
     """Write ``text`` (encoded with ``encoding``) to ``path`` with :func:`atomic_write`."""
     return atomic_write_bytes(path, text.encode(encoding), mode=mode)
+
+
+def disk_usage(path: str | os.PathLike) -> int:
+    """Bytes of the files under ``path`` (a file counts itself; hard links once; symbolic
+    links not followed); 0 when it does not exist."""
+    root = Path(path)
+    if not root.exists():
+        return 0
+    if root.is_file():
+        return root.stat().st_size
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(folder, name))
+            except FileNotFoundError:  # removed while walking
+                continue
+            if (st.st_dev, st.st_ino) in seen or not stat.S_ISREG(st.st_mode):
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
+
+
+def human_bytes(n: float) -> str:
+    """``1.5 GB``, ``21.3 MB``, ``512 B`` (powers of 1000)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")

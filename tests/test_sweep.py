@@ -100,6 +100,7 @@ def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, mon
         space={"lr_g": {"loguniform": [1e-4, 1e-2]}, "lr_d": {"loguniform": [1e-4, 1e-2]}},
     )
     summary = run_sweep(path, storage=tmp_path / "rr", tracking_uri=store)
+    printed = capsys.readouterr().out
     assert not summary["interrupted"]
     assert summary["num_trials"] == 4 and summary["num_errors"] == 0
 
@@ -147,10 +148,34 @@ def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, mon
     steps = [m.step for m in client.get_metric_history(best["run_id"], "lbpv_l1")]
     assert sorted(sample_grid_files(best["run_id"], tracking_uri=store)) == steps
 
-    # best.pt is the evaluation that reached the best value.
-    from fetalgan.checkpoint import load_checkpoint
+    # Disk: one full state per trial (Tune's latest checkpoint), nothing staged or copied
+    # beside it; MLflow holds weights only (best and last).
+    from fetalgan.checkpoint import is_full, load_checkpoint
+    from fetalgan.files import human_bytes
     from fetalgan.tracking import download_checkpoint
 
+    exp_dir = tmp_path / "rr" / "asha"
+    for trial_dir in exp_dir.glob("trial_*"):
+        kept = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
+        assert len(kept) == 1, (trial_dir, kept)
+        assert {p.name for p in (trial_dir / kept[0]).rglob("*.pt")} <= {"checkpoint.pt", "best.pt"}
+        assert not list(trial_dir.rglob("staging/*")) and not list(
+            trial_dir.rglob("run/checkpoints/*")
+        )
+    # every .pt under the experiment is a Tune checkpoint's (no queued or pending copies left)
+    assert all(p.parent.name.startswith("checkpoint_") for p in exp_dir.rglob("*.pt"))
+    assert summary["disk"]["storage"]["bytes"] > 0 and summary["disk"]["artifacts"]["bytes"] > 0
+    assert f"disk: {human_bytes(summary['disk']['storage']['bytes'])} in {exp_dir}" in printed
+    for run in runs:
+        for name in ("best.pt", "last.pt"):
+            file = download_checkpoint(
+                f"runs:/{run.info.run_id}/checkpoint/{name}",
+                tmp_path / "w" / run.info.run_id,
+                tracking_uri=store,
+            )
+            assert not is_full(load_checkpoint(file)), (run.info.run_id, name)
+
+    # best.pt is the evaluation that reached the best value.
     served = load_checkpoint(
         download_checkpoint(best["run_id"], tmp_path / "served", tracking_uri=store)
     )

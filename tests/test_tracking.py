@@ -26,15 +26,35 @@ def store(tmp_path):
     return f"sqlite:///{tmp_path}/store/mlruns.db"
 
 
-def fake_evaluation(tmp_path: Path, epoch: int) -> tuple[Path, Path]:
+def fake_evaluation(tmp_path: Path, epoch: int) -> tuple[Path, Path, Path]:
+    """A full checkpoint (networks + an optimiser state), its weights-only best.pt and a grid,
+    each telling its epoch."""
+    import torch
     from PIL import Image
 
+    from fetalgan.checkpoint import save_checkpoint, save_weights
+
     tmp_path.mkdir(parents=True, exist_ok=True)
-    checkpoint = tmp_path / f"ckpt_{epoch}.pt"
-    checkpoint.write_bytes(f"weights of epoch {epoch}".encode())
+    state = {
+        "epoch": epoch,
+        "config": {},
+        "networks": {"generator": {"w": torch.full((64,), float(epoch))}},
+        "optimizers": {"generator": {"state": {0: {"exp_avg": torch.zeros(64)}}}},
+        "rng": {},
+    }
+    checkpoint = save_checkpoint(tmp_path / f"ckpt_{epoch}.pt", state)
+    best = save_weights(tmp_path / f"best_{epoch}.pt", state)
     grid = tmp_path / f"grid_{epoch}.png"
     Image.new("L", (8, 8), color=epoch).save(grid)
-    return checkpoint, grid
+    return checkpoint, best, grid
+
+
+def epoch_of(path: Path) -> int:
+    from fetalgan.checkpoint import is_full, load_checkpoint
+
+    state = load_checkpoint(path)
+    assert not is_full(state) and "optimizers" not in state  # MLflow holds weights only
+    return state["epoch"]
 
 
 def log_trial(tracker, tmp_path, trial_id, values, status="FINISHED", *, metric="fid"):
@@ -61,10 +81,15 @@ def log_trial(tracker, tmp_path, trial_id, values, status="FINISHED", *, metric=
         tracker.log_evaluation(
             run_id, evaluation, system={"cpu_percent": 50.0 + epoch}, tags={"worker_host": "n1"}
         )
-        checkpoint, grid = fake_evaluation(tmp_path, epoch)
+        checkpoint, best_weights, grid = fake_evaluation(tmp_path, epoch)
         tracker.log_evaluation_files(
-            run_id, evaluation, checkpoint_file=checkpoint, sample_grid=grid
+            run_id,
+            evaluation,
+            best_weights=best_weights if is_best else None,
+            sample_grid=grid,
+            checkpoint_file=checkpoint,
         )
+    tracker.log_last_weights(run_id, checkpoint)
     tracker.end_trial(run_id, status, stopped_early=len(values) < 3)
     return run_id
 
@@ -97,7 +122,11 @@ def test_best_is_the_best_value_over_the_history_not_the_last(tmp_path, store):
     assert client.get_run(parent).data.metrics["best_fid"] == 10.0
     assert client.get_run(parent).info.status == "FINISHED"
     served = download_checkpoint(best["checkpoint_uri"], tmp_path / "dl", tracking_uri=store)
-    assert served.read_bytes() == b"weights of epoch 2"
+    assert epoch_of(served) == 2
+    last = download_checkpoint(
+        f"runs:/{runs['a']}/checkpoint/last.pt", tmp_path / "dl_last", tracking_uri=store
+    )
+    assert epoch_of(last) == 3
     # The FID of the evaluation best.pt holds, as the reader study reads it.
     assert metric_at_best(runs["b"], "fid", tracking_uri=store) == 20.0
     assert metric_at_best(runs["b"], "loss_g", tracking_uri=store) == pytest.approx(1 / 3)
@@ -114,7 +143,7 @@ def test_mode_max_and_another_metric_rank_the_same_way(tmp_path, store):
     assert (best["run_id"], best["value"], best["metric"]) == (a, 0.9, "kid_mean")
     assert b != a
     served = download_checkpoint(best["checkpoint_uri"], tmp_path / "dl", tracking_uri=store)
-    assert served.read_bytes() == b"weights of epoch 2"
+    assert epoch_of(served) == 2
 
 
 def test_trial_run_layout(tmp_path, store):
@@ -146,6 +175,10 @@ def test_trial_run_layout(tmp_path, store):
         assert run.data.tags["mlflow.source.git.commit"] == git_commit()
     files = {f.path for f in client.list_artifacts(run_id, "checkpoint")}
     assert files == {"checkpoint/last.pt", "checkpoint/best.pt", "checkpoint/epoch_0002.pt"}
+    epoch_file = download_checkpoint(
+        f"runs:/{run_id}/checkpoint/epoch_0002.pt", tmp_path / "dl_e", tracking_uri=store
+    )
+    assert epoch_of(epoch_file) == 2
     top = {f.path for f in client.list_artifacts(run_id)}
     assert {"config.yaml", "environment.json", "images"} <= top
     assert "curves.png" not in top and "samples" not in top
@@ -216,3 +249,19 @@ def test_runs_table_url_sorts_by_the_metric():
     assert url == (
         "http://127.0.0.1:5000/#/experiments/7/runs?orderByKey=metrics.%60fid%60&orderByAsc=true"
     )
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path):
+    import os
+
+    uri = f"sqlite:///{tmp_path}/sub/mlruns.db"
+    previous = os.umask(0o022)
+    try:
+        check_tracking(uri)
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=uri).create_experiment("private")  # MLflow fills the file
+    finally:
+        os.umask(previous)
+    db = tmp_path / "sub" / "mlruns.db"
+    assert db.stat().st_size > 0 and db.stat().st_mode & 0o777 == 0o600

@@ -218,9 +218,14 @@ def read_outcome(path: str | Path) -> dict | None:
 
 
 def _remove_stage(trial) -> None:
-    """The trial's last staged checkpoint (Tune has its copy; the trainable could not remove
-    it: ``report`` does not return after a trial's last result)."""
-    shutil.rmtree(Path(trial.path) / STAGE_DIR, ignore_errors=True)
+    """The trial's last staged checkpoint: the trainable could not remove it (``report`` does
+    not return after a trial's last result), and Tune has its copy. The stage is in the
+    trial's working directory (named in each result); on the driver's node Tune would sync
+    that directory into the experiment's storage at the end, so it goes before that."""
+    stage = (trial.last_result or {}).get("stage_dir")
+    for path in (stage, trial.path and str(Path(trial.path) / STAGE_DIR)):
+        if path:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def trial_error(trial) -> str:

@@ -94,6 +94,19 @@ def print_summary(summary: dict) -> None:
                 f"   registered model: models:/{summary['name']}@best "
                 f"(version {best['registered_version']})"
             )
+    disk = summary.get("disk")
+    if disk:
+        from fetalgan.files import human_bytes
+
+        used = f"   disk: {human_bytes(disk['storage']['bytes'])} in {disk['storage']['path']}"
+        if disk.get("artifacts"):
+            used += (
+                f", {human_bytes(disk['artifacts']['bytes'])} of MLflow artefacts in "
+                f"{disk['artifacts']['path']}"
+            )
+        elif summary.get("tracking_uri"):
+            used += " (MLflow artefacts on the tracking server)"
+        lines.append(used)
     if summary.get("ui_command"):
         lines.append(f"   open the runs: {summary['ui_command']}")
         lines.append(f"   runs sorted by {metric}: {summary['runs_url']}")

@@ -23,6 +23,7 @@ from fetalgan.checkpoint import CHECKPOINT_NAME
 from fetalgan.config import TrainConfig
 from fetalgan.evaluation import Evaluation, Objective
 from fetalgan.sweep.space import trial_config
+from fetalgan.tracking.names import BEST_CHECKPOINT as BEST_WEIGHTS_NAME
 
 
 @dataclass
@@ -40,6 +41,9 @@ class TrialSpec:
     parent_run_id: str | None = None  # the sweep's MLflow parent run
 
 
+STAGE_DIR = "staging"  # in a trial's directory: the checkpoint being handed to Tune
+
+
 def trial_dirname(trial) -> str:
     """Short trial directory names (Tune's default embeds the whole config)."""
     return f"trial_{trial.trial_id}"
@@ -52,20 +56,30 @@ def _set_threads(cpus: float) -> None:
 
 
 def _stage_checkpoint(stage_root: Path, evaluation: Evaluation) -> Path:
-    """A fresh directory holding ``checkpoint.pt`` and ``samples/epoch_NNNN.png`` (hard links
-    when possible) to hand to Tune/Train, which copy it into the experiment's storage."""
+    """A fresh directory to hand to Tune/Train, which copy it into the experiment's storage:
+    ``checkpoint.pt`` (the full state), ``best.pt`` (weights only, when this evaluation is the
+    trial's best so far) and ``samples/epoch_NNNN.png``. The trainer's files are moved there
+    (so the trial keeps one copy of its state: Tune's), and an earlier stage is removed
+    first (``report`` does not return after a trial's last result, so nothing after it runs;
+    the driver removes the last stage when the trial ends, see ``callback._remove_stage``)."""
+    shutil.rmtree(stage_root, ignore_errors=True)
     stage = stage_root / f"report_{evaluation.epoch:06d}"
-    shutil.rmtree(stage, ignore_errors=True)
     (stage / "samples").mkdir(parents=True)
-    files = [(Path(evaluation.checkpoint), stage / CHECKPOINT_NAME)]
-    if evaluation.sample_grid:
-        files.append((Path(evaluation.sample_grid), stage / sample_grid_name(evaluation.epoch)))
-    for src, dst in files:
+    for src, name in _staged_files(evaluation):
         try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copyfile(src, dst)
+            os.replace(src, stage / name)
+        except OSError:  # another filesystem
+            shutil.move(src, stage / name)
     return stage
+
+
+def _staged_files(evaluation: Evaluation) -> list[tuple[Path, str]]:
+    files = [(Path(evaluation.checkpoint), CHECKPOINT_NAME)]
+    if evaluation.best_weights:
+        files.append((Path(evaluation.best_weights), BEST_WEIGHTS_NAME))
+    if evaluation.sample_grid:
+        files.append((Path(evaluation.sample_grid), sample_grid_name(evaluation.epoch)))
+    return files
 
 
 def sample_grid_name(epoch: int) -> str:
@@ -96,12 +110,12 @@ def _restore_to(checkpoint, local_dir: Path) -> Path | None:
     return local_dir / CHECKPOINT_NAME
 
 
-def _sampler(use_gpu: bool):
+def _sampler(device: str):
     import torch
 
     from fetalgan.sysmetrics import SystemSampler
 
-    device = torch.device("cuda") if use_gpu and torch.cuda.is_available() else None
+    device = torch.device(device) if device.startswith("cuda") else None
     return SystemSampler(device=device)
 
 
@@ -117,13 +131,22 @@ def _run(
     extra: dict,
     extra_result: dict | None = None,
 ) -> None:
-    """``train()`` with a report that stages checkpoints and adds system metrics."""
+    """``train()`` with a report that stages checkpoints and adds system metrics, on the
+    device the trial's resources give it (a trial given a GPU it cannot use fails here)."""
+    from fetalgan.devices import trial_device
     from fetalgan.train import train
 
-    with _sampler(spec.gpu > 0) as sampler:
+    device = trial_device(cfg.device, spec.gpu)
+    if 0 < spec.gpu < 1 and device.startswith("cuda"):
+        import torch
+
+        # A packed trial that outgrows its share fails alone instead of starving its neighbours.
+        torch.cuda.set_per_process_memory_fraction(spec.gpu, torch.device(device))
+    with _sampler(device) as sampler:
 
         def report(evaluation: Evaluation) -> None:
             result = {**tune_result(evaluation, sampler.summary()), **(extra_result or {})}
+            result["stage_dir"] = str(stage_root)  # the driver removes the trial's last one
             if evaluation.checkpoint is None:
                 report_fn(result)
                 return
@@ -139,6 +162,7 @@ def _run(
             progress=False,
             extra=extra,
             objective=spec.objective,
+            device=device,
         )
 
 
@@ -163,7 +187,7 @@ def sweep_trial(config: dict, spec: TrialSpec) -> None:
         spec,
         resume=_restore_to(tune.get_checkpoint(), trial_dir / "restored"),
         run_dir=trial_dir / "run",
-        stage_root=trial_dir / "staging",
+        stage_root=trial_dir / STAGE_DIR,
         report_fn=tune.report,
         checkpoint_cls=tune.Checkpoint,
         extra=extra,
@@ -198,7 +222,7 @@ def _data_parallel_trial(
             name=f"ddp_{trial_id}",
             storage_path=spec.ddp_storage,
             callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             failure_config=ray.train.FailureConfig(max_failures=0),  # Tune restarts the trial
         ),
     )
@@ -221,7 +245,7 @@ def _data_parallel_worker(loop_config: dict) -> None:
         spec,
         resume=_restore_to(ray.train.get_checkpoint(), run_dir.parent / f"restored_rank{rank}"),
         run_dir=run_dir,
-        stage_root=run_dir.parent / "staging",
+        stage_root=run_dir.parent / STAGE_DIR,
         report_fn=ray.train.report,
         checkpoint_cls=ray.train.Checkpoint,
         extra=loop_config["extra"],
