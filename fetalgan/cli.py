@@ -139,6 +139,7 @@ def cmd_study_create(args: argparse.Namespace) -> int:
         seed=args.seed,
         fake_runs=args.fake_run,
         resolution=args.resolution,
+        fake_fraction=args.fake_fraction,
     )
     print(
         f"wrote {summary['path']}: {summary['real']} real + {summary['fake']} synthetic images "
@@ -270,7 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--fake-run", action="append", metavar="RUN_ID", help="MLflow run of each --fake folder"
     )
-    q.add_argument("-n", type=int, default=68, help="images, half real (default 68)")
+    q.add_argument("-n", type=int, default=68, help="images (default 68)")
+    q.add_argument(
+        "--fake-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="share of synthetic images, round(n * F) (default 0.5)",
+    )
     q.add_argument("--resolution", type=int, help="shown side in px (default: the fakes')")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", required=True, help="study file to write (SQLite)")

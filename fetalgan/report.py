@@ -51,12 +51,22 @@ METRIC_ORDER = (
     "fid",
     "kid_mean",
     "kid_std",
+    "mi_normalised",
+    "mi_bits",
+    "psnr",
+    "ssim",
     *LBPV_KEYS,
     "loss_d",
     "loss_g",
 )
 HIDDEN_METRICS = ("eval_seconds", "feature_dim", "n_real", "n_fake", "epoch")
-GRID_METRICS = (("fid", "FID"), ("kid_mean", "KID"), ("lbpv_l1", "LBPv L1 distance"))
+GRID_METRICS = (
+    ("fid", "FID"),
+    ("kid_mean", "KID"),
+    ("mi_normalised", "MI (normalised)"),
+    ("psnr", "PSNR (dB)"),
+    ("lbpv_l1", "LBPv L1 distance"),
+)
 CURVE_METRICS = (("fid", "FID"), ("kid_mean", "KID (mean over subsets)"))
 # Tags that describe where and with what a run ran (the rest are bookkeeping): the environment
 # tags tracking writes on every run, and the FID weights and real reference set behind the
@@ -274,6 +284,86 @@ def grid_tables(sweep: dict, varying: list[str], *, epochs: list[int] | None = N
             }
         )
     return tables
+
+
+# Metrics tested for a difference across data sizes, in the study's order (FID, MI, PSNR, LBPv).
+SIGNIFICANCE_METRICS = (
+    "fid",
+    "kid_mean",
+    "mi_normalised",
+    "mi_bits",
+    "psnr",
+    "ssim",
+    *LBPV_KEYS,
+)
+ALPHA = 0.05  # the study's threshold ("did not differ significantly with p > 0.05")
+
+
+def across_groups(groups: dict[Any, list[float]]) -> dict[str, Any]:
+    """Kruskal-Wallis H and one-way ANOVA F across ``groups`` (group -> values), with their
+    p-values (``scipy.stats.kruskal``, ``scipy.stats.f_oneway``) and N per group. A test
+    that cannot be computed (fewer than two groups, no spread, no degrees of freedom within
+    groups) gives NaN for its figures."""
+    import warnings
+
+    from scipy import stats
+
+    samples = {g: [v for v in values if is_number(v)] for g, values in groups.items()}
+    samples = {g: v for g, v in samples.items() if v}
+    out: dict[str, Any] = {
+        "n": {g: len(v) for g, v in sorted(samples.items(), key=lambda kv: _sort_key(kv[0]))},
+        "h": math.nan, "p_h": math.nan, "f": math.nan, "p_f": math.nan,
+    }  # fmt: skip
+    if len(samples) < 2:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant or single-value groups: NaN, said above
+        try:
+            h = stats.kruskal(*samples.values())
+            out["h"], out["p_h"] = float(h.statistic), float(h.pvalue)
+        except ValueError:  # all values identical
+            pass
+        if sum(len(v) for v in samples.values()) > len(samples):
+            f = stats.f_oneway(*samples.values())
+            out["f"], out["p_f"] = float(f.statistic), float(f.pvalue)
+    return out
+
+
+def significance_table(
+    sweep: dict, varying: list[str], metrics: list[str], *, epochs: list[int] | None = None
+) -> dict | None:
+    """Per metric, a difference across ``data.size`` tested with Kruskal-Wallis and one-way
+    ANOVA (:func:`across_groups`): one row pooled over the evaluation epochs (each trial's
+    value at every evaluation epoch in ``epochs``, all when None, one observation each), then
+    one row per evaluation epoch. None when ``data.size`` does not vary."""
+    if "data.size" not in varying:
+        return None
+    header = ["metric", "epochs", "N per data size", "Kruskal-Wallis H", "p (H)",
+              "ANOVA F", "p (F)", f"differ at p < {ALPHA}?"]  # fmt: skip
+    rows = []
+    for metric in [m for m in SIGNIFICANCE_METRICS if m in metrics]:
+        by_epoch: dict[int, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for t in sweep["trials"]:
+            size = param(t, "data.size")
+            for step, value in _series(t, metric):
+                if not epochs or step in epochs:
+                    by_epoch[step][size].append(value)
+        if not by_epoch:
+            continue
+        pooled: dict[Any, list[float]] = defaultdict(list)
+        for groups in by_epoch.values():
+            for size, values in groups.items():
+                pooled[size] += values
+        for label, groups in [("pooled", pooled), *sorted(by_epoch.items())]:
+            test = across_groups(groups)
+            ps = [p for p in (test["p_h"], test["p_f"]) if not math.isnan(p)]
+            verdict = "—" if not ps else ("yes" if min(ps) < ALPHA else "no")
+            sizes = ", ".join(f"{g}: {n}" for g, n in test["n"].items())
+            rows.append(
+                {"run_id": "", "cells": [metric, label, sizes, test["h"], test["p_h"],
+                                         test["f"], test["p_f"], verdict]}
+            )  # fmt: skip
+    return {"header": header, "rows": rows}
 
 
 def _sort_key(value: Any) -> tuple:
@@ -511,10 +601,15 @@ def write_report(
         parent_env = _download_text(parent["run_id"], names.ENVIRONMENT_ARTIFACT, uri)
         sweep_yaml = _download_text(parent["run_id"], names.SWEEP_ARTIFACT, uri)
     grids = grid_tables(sweep, varying, epochs=_checkpoint_epochs(sweep_yaml))
+    significance = significance_table(
+        sweep, varying, metrics, epochs=_checkpoint_epochs(sweep_yaml)
+    )
     csv_files = [
         write_csv(trials, out / "trials.csv"),
         write_csv(evaluations, out / "evaluations.csv"),
     ]
+    if significance is not None:
+        csv_files.append(write_csv(significance, out / "significance.csv"))
 
     pngs: dict[str, Path] = {}
     curves = curves_figure(sweep, out / "curves.png")
@@ -566,6 +661,8 @@ def write_report(
         "trials_table": trials,
         "evaluations_table": evaluations,
         "grids": grids,
+        "significance": significance,
+        "alpha": ALPHA,
         "display_widths": display_widths,
         "figures": {
             k: data_uri(pngs[k]) if k in pngs else None

@@ -469,9 +469,15 @@ def load_reference_images(cfg: TrainConfig, resolution: int, *, progress: bool =
     that differ in ``data.size`` or ``seed`` compare with the same images."""
     from fetalgan.config import reference_data
 
-    return load_training_images(
-        reference_data(cfg), resolution, seed=cfg.eval_reference.seed, progress=progress
-    )
+    try:
+        return load_training_images(
+            reference_data(cfg), resolution, seed=cfg.eval_reference.seed, progress=progress
+        )
+    except (ValueError, FileNotFoundError) as err:  # name the section the user should fix
+        text = str(err)
+        if not text.startswith("data."):
+            raise
+        raise type(err)("eval_reference." + text.removeprefix("data.")) from None
 
 
 def _valid_entry(entry, resolution: int) -> bool:

@@ -3,13 +3,15 @@ they agree with each other, and which image metrics follow their quality ratings
 
 - Per rater (and pooled over all answers): accuracy (answers matching the key / answers),
   fraction of the synthetic images called real (the fetal head study's 56.14 % for its two
-  engineers), fraction of the real images called fake, mean quality of real and of synthetic
-  images.
+  engineers), fraction of the real images called fake, each with the counts behind it (k of
+  n), Cohen's kappa of the rater's labels against the answer key, mean quality of real and of
+  synthetic images.
 - Inter-rater agreement for every pair of raters, over the images both answered: Cohen's kappa
   of the real/fake labels (``(p_o - p_e) / (1 - p_e)``, undefined when ``p_e = 1``), percent
   agreement, and Spearman's rho of the quality scores.
-- Per synthetic image: |LBPv - rLBPv| at elements V8, V20, V143, V240 and its L1 sum (the
-  image's own LBP histogram against the real set's mean histogram), PSNR and normalised MI
+- Per synthetic image: the LBPv elements V8, V20, V143, V240 themselves (the image's own LBP
+  histogram, what the study's Fig. 2 plots), |LBPv - rLBPv| at those elements and its L1 sum
+  (against the real set's mean histogram, rLBPv), PSNR and normalised MI
   against real images (:mod:`fetalgan.metrics.image`), and, given ``metrics_from``, the FID of
   the generator (MLflow run) that made it. Each metric is correlated (Pearson r and two-sided
   p, ``scipy.stats.pearsonr``) with each rater's quality score and with the mean score over
@@ -31,13 +33,15 @@ from typing import Any
 import numpy as np
 
 from fetalgan.files import atomic_write_text
-from fetalgan.metrics.image import LBPV_ELEMENT_KEYS
+from fetalgan.metrics.image import LBPV_ELEMENT_KEYS, LBPV_ELEMENTS
 from fetalgan.study import store
 
 MEAN_RATER = "mean of raters"
-IMAGE_METRICS = (*LBPV_ELEMENT_KEYS, "lbpv_l1", "psnr", "mi")
+LBP_ELEMENT_KEYS = tuple(f"lbp_v{k}" for k in LBPV_ELEMENTS)  # the elements themselves
+IMAGE_METRICS = (*LBP_ELEMENT_KEYS, *LBPV_ELEMENT_KEYS, "lbpv_l1", "psnr", "mi")
 METRIC_LABELS = {
     "fid": "FID of the generator",
+    **{f"lbp_v{k}": f"V{k} (LBPv element)" for k in LBPV_ELEMENTS},
     "lbpv_v8": "|V8 - rV8|",
     "lbpv_v20": "|V20 - rV20|",
     "lbpv_v143": "|V143 - rV143|",
@@ -66,13 +70,21 @@ def answer_stats(answers: list[store.Answer]) -> dict[str, Any]:
     real = [a for a in answers if a.is_real]
     fake = [a for a in answers if not a.is_real]
     correct = sum((a.label == "real") == a.is_real for a in answers)
+    fakes_called_real = sum(a.label == "real" for a in fake)
+    reals_called_fake = sum(a.label == "fake" for a in real)
+    truth = ["real" if a.is_real else "fake" for a in answers]
     return {
         "n_answered": len(answers),
         "n_real": len(real),
         "n_fake": len(fake),
+        "n_correct": correct,
         "accuracy": _fraction(correct, len(answers)),
-        "fakes_called_real": _fraction(sum(a.label == "real" for a in fake), len(fake)),
-        "reals_called_fake": _fraction(sum(a.label == "fake" for a in real), len(real)),
+        "n_fakes_called_real": fakes_called_real,
+        "fakes_called_real": _fraction(fakes_called_real, len(fake)),
+        "n_reals_called_fake": reals_called_fake,
+        "reals_called_fake": _fraction(reals_called_fake, len(real)),
+        # agreement of the labels with the answer key beyond chance
+        "kappa_vs_key": cohen_kappa([a.label for a in answers], truth) if answers else None,
         "mean_quality_real": _mean([a.quality for a in real]),
         "mean_quality_fake": _mean([a.quality for a in fake]),
     }
@@ -192,7 +204,7 @@ def image_metrics(
     real_lbpv = lbpv(real_images)
     rows = []
     for image in fake_images:
-        distance = lbpv_distance(real_lbpv, lbp_histogram(image))
+        distance = lbpv_distance(real_lbpv, lbp_histogram(image))  # |V - rV|
         paired = paired_metrics(
             real_images,
             image[None],
@@ -200,7 +212,11 @@ def image_metrics(
             pairs_per_fake=pairs_per_fake,
             seed=seed,
         )
-        row = {k: distance[k] for k in IMAGE_METRICS if k in distance}
+        histogram = lbp_histogram(image)
+        row = {
+            key: float(histogram[k]) for key, k in zip(LBP_ELEMENT_KEYS, LBPV_ELEMENTS, strict=True)
+        }
+        row.update({k: distance[k] for k in IMAGE_METRICS if k in distance})
         row.update(psnr=paired["psnr"], mi=paired["mi"])
         rows.append(row)
     return rows
@@ -451,16 +467,22 @@ def format_summary(result: dict[str, Any]) -> str:
         f"{result['study']}: {result['n_images']} images ({result['n_real']} real, "
         f"{result['n_fake']} synthetic), {result['resolution']} px",
         "",
-        f"{'rater':<24} {'n':>4} {'accuracy':>9} {'fake→real':>10} {'real→fake':>10} "
-        f"{'Q real':>7} {'Q fake':>7}",
+        f"{'rater':<24} {'n':>4} {'accuracy':>17} {'fake→real':>17} {'real→fake':>17} "
+        f"{'kappa':>6} {'Q real':>7} {'Q fake':>7}",
     ]
     rows = list(result["raters"].items()) + [("(all raters)", result["all_raters"])]
     for name, s in rows:
+        accuracy = f"{_pct(s['accuracy'])} ({s['n_correct']}/{s['n_answered']})"
+        fooled = f"{_pct(s['fakes_called_real'])} ({s['n_fakes_called_real']}/{s['n_fake']})"
+        missed = f"{_pct(s['reals_called_fake'])} ({s['n_reals_called_fake']}/{s['n_real']})"
         lines.append(
-            f"{name[:24]:<24} {s['n_answered']:>4} {_pct(s['accuracy']):>9} "
-            f"{_pct(s['fakes_called_real']):>10} {_pct(s['reals_called_fake']):>10} "
+            f"{name[:24]:<24} {s['n_answered']:>4} {accuracy:>17} {fooled:>17} {missed:>17} "
+            f"{_num(s['kappa_vs_key'], '.3f'):>6} "
             f"{_num(s['mean_quality_real']):>7} {_num(s['mean_quality_fake']):>7}"
         )
+    lines.append(
+        "  fake→real: synthetic images called real (k/n); kappa: the labels against the key"
+    )
     if result["agreement"]:
         lines += ["", "agreement (images both answered): kappa of labels, Spearman of quality"]
         for a in result["agreement"]:
@@ -470,7 +492,11 @@ def format_summary(result: dict[str, Any]) -> str:
                 f"rho={_num(a['quality_spearman'], '.3f')}"
             )
     if result["correlations"]:
-        lines += ["", "Pearson r (p) of synthetic-image metrics with quality:"]
+        lines += [
+            "",
+            "Pearson r (p) of synthetic-image metrics with quality (lbp_vK: the LBPv element "
+            "itself, as the study's Fig. 2; lbpv_vK: |V - rV|):",
+        ]
         raters = list(dict.fromkeys(c["rater"] for c in result["correlations"]))
         lines.append(f"  {'metric':<11}" + "".join(f" {r[:18]:>20}" for r in raters))
         by_metric: dict[str, dict[str, dict]] = defaultdict(dict)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -196,10 +197,11 @@ def create_study(
     fake_runs: Sequence[str] | None = None,
     resolution: int | None = None,
     overwrite: bool = False,
+    fake_fraction: float = 0.5,
 ) -> dict:
-    """Write a study of ``n`` images (``n/2`` real from ``real_dir``, ``n/2`` synthetic drawn
-    as evenly as possible from each of ``fake_dirs``; see :func:`study_files`) to the SQLite
-    file ``out``.
+    """Write a study of ``n`` images (``round(n * fake_fraction)`` synthetic, drawn as evenly
+    as possible from each of ``fake_dirs``, the rest real from ``real_dir``; see
+    :func:`study_files`) to the SQLite file ``out``.
 
     Choice and order are drawn from ``np.random.default_rng(seed)``; image ids are random
     (``secrets``). ``fake_runs``: the MLflow run id that made each fake directory (same length
@@ -209,8 +211,23 @@ def create_study(
     from fetalgan.images import read_grey, resize_crop
 
     out = Path(out)
-    if n < 2 or n % 2:
-        raise ValueError(f"-n: the study needs an even number >= 2 of images, got {n}")
+    if not 0 < fake_fraction < 1:
+        raise ValueError(f"--fake-fraction: must be in (0, 1), got {fake_fraction}")
+    if n < 2:
+        raise ValueError(f"-n: the study needs at least 2 images, got {n}")
+    if (n * fake_fraction) % 1 == 0.5:
+        raise ValueError(
+            f"-n: {n} images x --fake-fraction {fake_fraction} = {n * fake_fraction:g} synthetic "
+            "images, halfway between two counts; give an even number of images or another "
+            "fraction"
+        )
+    n_fake = round(n * fake_fraction)
+    n_real = n - n_fake
+    if n_fake < 1 or n_real < 1:
+        raise ValueError(
+            f"--fake-fraction: {fake_fraction} of {n} images gives {n_fake} synthetic and "
+            f"{n_real} real; the study needs at least one of each"
+        )
     if not fake_dirs:
         raise ValueError("--fake: give at least one folder of synthetic images")
     fake_runs = list(fake_runs or [])
@@ -223,21 +240,22 @@ def create_study(
         raise ValueError(f"{out}: already exists; a study file is never overwritten silently")
 
     rng = np.random.default_rng(seed)
-    half = n // 2
     real_files = study_files(real_dir)
-    if len(real_files) < half:
-        raise ValueError(f"{real_dir}: {len(real_files)} images, the study needs {half} real ones")
+    if len(real_files) < n_real:
+        raise ValueError(
+            f"{real_dir}: {len(real_files)} images, the study needs {n_real} real ones"
+        )
     chosen: list[tuple[bool, Path, str | None]] = [
-        (True, real_files[i], None) for i in sorted(rng.choice(len(real_files), half, False))
+        (True, real_files[i], None) for i in sorted(rng.choice(len(real_files), n_real, False))
     ]
     fake_lists = [study_files(d) for d in fake_dirs]
     for directory, files, count in zip(
-        fake_dirs, fake_lists, _split_evenly(half, len(fake_dirs)), strict=True
+        fake_dirs, fake_lists, _split_evenly(n_fake, len(fake_dirs)), strict=True
     ):
         if len(files) < count:
             raise ValueError(f"{directory}: {len(files)} images, the study needs {count} from it")
     for k, (files, count) in enumerate(
-        zip(fake_lists, _split_evenly(half, len(fake_dirs)), strict=True)
+        zip(fake_lists, _split_evenly(n_fake, len(fake_dirs)), strict=True)
     ):
         run = fake_runs[k] if fake_runs else None
         chosen += [(False, files[i], run) for i in sorted(rng.choice(len(files), count, False))]
@@ -254,6 +272,9 @@ def create_study(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.unlink(missing_ok=True)
+    # Owner-only from the start: the file holds the answer key and the session key (SQLite
+    # takes the empty file as a new database, and gives its journals the file's mode).
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     conn = connect(tmp, must_exist=False)
     try:
         conn.executescript("BEGIN;" + SCHEMA + "COMMIT;")
@@ -262,6 +283,7 @@ def create_study(
             "created_at": _now(),
             "seed": str(seed),
             "n": str(n),
+            "fake_fraction": str(fake_fraction),
             "resolution": str(side),
             "real_dir": str(Path(real_dir).resolve()),
             "fake_dirs": json.dumps([str(Path(d).resolve()) for d in fake_dirs]),
@@ -277,8 +299,8 @@ def create_study(
     return {
         "path": str(out),
         "n": n,
-        "real": half,
-        "fake": half,
+        "real": n_real,
+        "fake": n_fake,
         "resolution": side,
         "seed": seed,
     }
