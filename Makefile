@@ -48,6 +48,8 @@ bench: install
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/sweep_overhead.py
 	$(BIN)/python bench/generators.py
+	$(BIN)/python bench/disk_use.py
+	$(BIN)/python bench/tracking_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
