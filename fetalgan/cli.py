@@ -37,9 +37,24 @@ def _is_sweep_file(path: str) -> bool:
     return "base" in read_yaml(path)
 
 
+def _output_file(path: str | None, option: str) -> None:
+    """Before any work: ``option``'s file must be writable as a file (not a folder)."""
+    if path and Path(path).is_dir():
+        raise ValueError(
+            f"{option} {path}: is a folder; give a file name, e.g. {Path(path) / 'metrics.json'}"
+        )
+
+
+def _output_folder(path: str, option: str) -> None:
+    """Before any work: ``option``'s folder must not be an existing file."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"{option} {path}: exists and is not a folder; give a folder")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from fetalgan.generate import generate
 
+    _output_folder(args.out, "--out")
     checkpoint = args.checkpoint
     if checkpoint is None:  # --best EXPERIMENT or --run RUN_ID: pull it through MLflow
         from fetalgan.tracking import fetch_checkpoint
@@ -57,14 +72,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_data_phantom(args: argparse.Namespace) -> int:
     from fetalgan.data.phantom import write_phantom_dir
 
-    paths = write_phantom_dir(args.out, n=args.n, size=args.size, seed=args.seed)
-    print(f"wrote {len(paths)} phantom images ({args.size}x{args.size}) to {args.out}")
+    paths = write_phantom_dir(
+        args.out, n=args.n, size=args.size, seed=args.seed, modality=args.modality, first=args.first
+    )
+    shown = "ultrasound" if args.modality == "us" else "MR"
+    print(f"wrote {len(paths)} {shown} phantom images ({args.size}x{args.size}) to {args.out}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fetalgan.evaluate import evaluate_folders, format_table
 
+    _output_file(args.json, "--json")
+    if args.paired:  # translations against their ground truth, by file name
+        return _evaluate_paired(args)
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     result = evaluate_folders(
         args.real,
@@ -81,6 +102,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def _evaluate_paired(args: argparse.Namespace) -> int:
+    from fetalgan.evaluate import evaluate_paired, format_paired
+
+    result = evaluate_paired(args.real, args.fake)
+    print(format_paired(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from fetalgan.translate import translate_folder
+
+    checkpoint = args.checkpoint
+    if checkpoint is None:  # --best EXPERIMENT or --run RUN_ID: pull it through MLflow
+        from fetalgan.tracking import fetch_checkpoint
+
+        checkpoint = fetch_checkpoint(
+            experiment=args.best, run_id=args.run, tracking_uri=args.tracking_uri
+        )
+    paths = translate_folder(
+        checkpoint, args.in_dir, args.out, batch_size=args.batch_size, device=args.device
+    )
+    print(f"wrote {len(paths)} translated images to {args.out}")
     return 0
 
 
@@ -158,6 +208,7 @@ def cmd_study_serve(args: argparse.Namespace) -> int:
 def cmd_study_analyse(args: argparse.Namespace) -> int:
     from fetalgan.study.analyse import analyse, format_summary
 
+    _output_file(args.json, "--json")
     result = analyse(
         args.study,
         metrics_from=args.metrics_from,
@@ -227,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per batch (default: by resolution, 256 up to 64 px, 64 at 128, 16 at 256)",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--tracking-uri", help="MLflow tracking URI (with --best/--run)")
     p.set_defaults(func=cmd_generate)
@@ -244,14 +300,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the real/fake pairing and KID subsets"
     )
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="--real holds each --fake image's ground truth under the same name: SSIM, PSNR "
+        "and normalised MI per pair and on average (--metrics is not used)",
+    )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("translate", help="US images -> MR-like images (us2mri, cyclegan)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint file or directory")
+    src.add_argument("--best", metavar="EXPERIMENT", help="the best run of this MLflow experiment")
+    src.add_argument("--run", metavar="RUN_ID", help="this MLflow run's checkpoint")
+    p.add_argument("--in", dest="in_dir", required=True, help="folder of US images")
+    p.add_argument("--out", required=True, help="output folder: one PNG per input, same name")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (with --best/--run)")
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("data", help="dataset tools")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="TOOL")
-    q = data_sub.add_parser("phantom", help="write procedural fetal-head ultrasound PNGs")
+    q = data_sub.add_parser("phantom", help="write procedural fetal-head ultrasound (or MR) PNGs")
     q.add_argument("--n", type=int, default=999, help="number of images")
     q.add_argument("--size", type=int, default=256, help="image side in pixels")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument(
+        "--modality",
+        default="us",
+        choices=("us", "mri"),
+        help="us: ultrasound (default); mri: the same heads as T2-weighted MR (paired by name)",
+    )
+    q.add_argument("--first", type=int, default=0, help="index of the first image (default 0)")
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=cmd_data_phantom)
     p = sub.add_parser("report", help="HTML report (tables, curves, samples) of a sweep")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,8 +36,8 @@ def autocast_dtype(precision: str, device) -> Any:
 
     if precision == "fp32":
         return None
-    if device.type == "cuda":
-        has_bf16 = torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # native only: pre-Ampere GPUs emulate bf16, slower than fp32
+        has_bf16 = torch.cuda.is_bf16_supported(including_emulation=precision == "bf16")
     else:  # AVX512-BF16 / AMX: oneDNN runs bf16 convolutions natively
         has_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     if precision == "bf16" and not has_bf16:
@@ -88,10 +88,28 @@ def to_uint8_tensor(images):
     return ((images.float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8).cpu()
 
 
-def sample_images(networks, cfg: TrainConfig, n: int, device, *, seed: int, batch_size: int = 256):
-    """``n`` images ``(n, 1, R, R) uint8`` on the CPU. All latents come from one private CPU
-    RNG seeded with ``seed`` (so the images do not depend on ``batch_size``, and the global RNG
-    that training draws from is left untouched)."""
+def sampling_batch_size(cfg: TrainConfig) -> int:
+    """Images per sampling batch: ``cfg.eval_batch_size``, else 256 up to 64 px, 64 at 128 px
+    and 16 at 256 px (activations grow with the square of the side)."""
+    if cfg.eval_batch_size is not None:
+        return cfg.eval_batch_size
+    return {32: 256, 64: 256, 128: 64}.get(cfg.resolution, 16)
+
+
+def sample_images(
+    networks,
+    cfg: TrainConfig,
+    n: int,
+    device,
+    *,
+    seed: int,
+    batch_size: int = 256,
+    amp_dtype=None,
+):
+    """``n`` images ``(n, 1, R, R) uint8`` on the CPU, ``batch_size`` at a time, under autocast
+    to ``amp_dtype`` when given (the training precision). All latents come from one private
+    CPU RNG seeded with ``seed`` (so the images do not depend on ``batch_size``, and the global
+    RNG that training draws from is left untouched)."""
     import torch
 
     from fetalgan.models import family
@@ -102,7 +120,10 @@ def sample_images(networks, cfg: TrainConfig, n: int, device, *, seed: int, batc
     for net in networks.values():
         net.eval()
     chunks = []
-    with torch.inference_mode():
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    )
+    with torch.inference_mode(), autocast:
         for start in range(0, n, batch_size):
             z = z_all[start : start + batch_size].to(device)
             chunks.append(to_uint8_tensor(model.decode(networks, z, cfg)))
@@ -117,6 +138,7 @@ class StepContext:
     def __init__(self, device, amp_dtype, wrapped: dict):
         self.device, self.amp_dtype, self.wrapped = device, amp_dtype, wrapped
         self.epoch = 0  # the loop sets the current 0-based epoch before each one
+        self.target = None  # translators: an unpaired batch of target_data, set per step
 
     def autocast(self):
         import torch
@@ -129,6 +151,45 @@ class StepContext:
         """Skip DDP's gradient all-reduce for ``name`` (gradients that are thrown away)."""
         net = self.wrapped[name]
         return net.no_sync() if hasattr(net, "no_sync") else contextlib.nullcontext()
+
+
+def _load_target(cfg: TrainConfig, model, dataset, resolution: int, device, progress: bool):
+    """Translators: the second domain (``cfg.target_data``, e.g. MR) as ``(M, 1, R, R) uint8``
+    on ``device``, loaded and cached like ``data``; checked to share no phantom head with it."""
+    from fetalgan.data import load_training_images
+    from fetalgan.models.translation import check_unpaired
+
+    target = load_training_images(cfg.target_data, resolution, seed=cfg.seed, progress=progress)
+    check_unpaired(cfg, dataset.names, target.names)
+    if target.images.shape[0] < 2:
+        raise ValueError(f"target_data: need at least 2 images, got {target.images.shape[0]}")
+    return target.images.to(device)
+
+
+def _target_batches(images, cfg: TrainConfig, epoch: int, rank: int, memory_format):
+    """``take(b)``: the next ``b`` images of the second domain, in [-1, 1], augmented with
+    ``target_data.augment``. Their order is a permutation seeded by (seed, epoch, rank) on a
+    private generator, independent of the US order (unpaired), of the global RNG (so a resume
+    continues exactly) and cycled when the US set is larger."""
+    import torch
+
+    from fetalgan.data.augment import augment_batch
+
+    n = images.shape[0]
+    private = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + rank)
+    order = torch.randperm(n, generator=private).to(images.device)
+    aug = cfg.target_data.augment
+    position = 0
+
+    def take(b: int):
+        nonlocal position
+        idx = order[torch.arange(position, position + b, device=images.device) % n]
+        position += b
+        batch = images[idx].float().div_(127.5).sub_(1.0)
+        batch = augment_batch(batch, hflip=aug.hflip, rotate_deg=aug.rotate_deg)
+        return batch.contiguous(memory_format=memory_format)
+
+    return take
 
 
 def _plain(value: Any) -> Any:
@@ -167,6 +228,7 @@ def train(
     progress: bool = True,
     extra: dict | None = None,
     objective: Objective | None = None,
+    device: str | None = None,
 ) -> Evaluation:
     """Train ``cfg.model`` on ``cfg.data``; return the last :class:`Evaluation`.
 
@@ -176,12 +238,22 @@ def train(
     sweep's metric and mode; default :func:`default_objective` — improved), then call
     ``report(evaluation)``. ``resume`` continues exactly from a checkpoint; ``extra`` is stored
     unchanged in every checkpoint (a sweep keeps its MLflow run id there). Under
-    torch.distributed each rank trains on its shard with averaged gradients; rank 0 evaluates
-    and writes, every rank calls ``report`` (others with an Evaluation of losses only).
+    torch.distributed each rank trains on an equal shard (every rank takes the same number of
+    steps) with averaged gradients and its own random stream (seed + rank; every rank's state
+    is in rank 0's checkpoint); rank 0 evaluates and writes, every rank calls ``report``
+    (others with an Evaluation of losses only). ``device`` overrides ``cfg.device`` (a sweep
+    trial's device follows the GPUs Ray gave it).
     """
     import torch
 
-    from fetalgan.checkpoint import load_checkpoint, save_checkpoint
+    from fetalgan.checkpoint import (
+        is_full,
+        load_checkpoint,
+        load_networks,
+        require,
+        save_checkpoint,
+        save_weights,
+    )
     from fetalgan.data import load_training_images
     from fetalgan.data.augment import augment_batch
     from fetalgan.images import write_grid
@@ -191,8 +263,13 @@ def train(
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     is_main = rank == 0
-    device = pick_device(cfg.device)
+    device = pick_device(device or cfg.device)
     amp_dtype = autocast_dtype(cfg.precision, device)
+    if cfg.deterministic and device.type == "cuda":  # cuBLAS repeats only with this workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Set on every call (a reused trial process must not inherit the previous trial's switch);
+    # warn_only: an op without a deterministic kernel warns with its name instead of failing.
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     run_dir = Path(run_dir) if run_dir else _default_run_dir()
     show = progress and is_main
@@ -205,12 +282,23 @@ def train(
     # ---- state: fresh or resumed --------------------------------------------------------
     seed_everything(cfg.seed)
     state = load_checkpoint(resume) if resume else None
+    if state is not None and not is_full(state):
+        raise ValueError(
+            f"{resume}: holds weights only (no optimiser or RNG state) and cannot be resumed; "
+            "resume from a run's checkpoints/last.pt or a Tune checkpoint"
+        )
     extra = dict(state.get("extra", {}) if state else {}) | dict(extra or {})
 
     # Real images at the size the family trains on (dsrgan: 2 x resolution for its SR stage).
     real_resolution = getattr(model, "real_resolution", lambda c: c.resolution)(cfg)
     dataset = load_training_images(cfg.data, real_resolution, seed=cfg.seed, progress=show)
     real_images = dataset.images.to(device)  # (N, 1, R, R) uint8, resident on the device
+    # Translators: extra input channels (3D auxiliary input) and the second, unpaired domain.
+    if hasattr(model, "source_images"):
+        real_images = model.source_images(cfg, dataset).to(device)  # (N, C, R, R) uint8
+    target_images = None
+    if getattr(model, "TARGET_DOMAIN", False):
+        target_images = _load_target(cfg, model, dataset, real_resolution, device, show)
     n_real = real_images.shape[0]
     if n_real < 2:
         raise ValueError(f"data: need at least 2 training images, got {n_real}")
@@ -221,18 +309,25 @@ def train(
     optimizers = model.make_optimizers(cfg, networks)
     start_epoch, history, best_value = 0, [], None
     if state:
-        for name, net in networks.items():
-            net.load_state_dict(state["networks"][name])
+        require(state, resume, ("networks", "optimizers", "epoch", "rng"))
+        load_networks(networks, state, resume)
         for name, opt in optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            try:
+                opt.load_state_dict(state["optimizers"][name])
+            except (KeyError, ValueError) as err:
+                raise ValueError(f"{resume}: optimizers.{name}: does not fit ({err})") from None
         start_epoch, history = state["epoch"], list(state.get("history", []))
         if objective is not None and state.get("objective") == objective.metric:
             best_value = state.get("best_value")
-        _set_rng_state(state["rng"], device)
+        rank_states = state.get("rng_ranks") or [state["rng"]]
+        if rank < len(rank_states):
+            _set_rng_state(rank_states[rank], device)
+        else:  # resumed with more ranks than saved: a fresh stream for this one
+            seed_everything(cfg.seed + rank + 7919 * start_epoch)
+    elif distributed:  # every rank its own latents, augmentations and noise (same weights)
+        seed_everything(cfg.seed + rank)
 
     wrapped = dict(networks)
-    if cfg.compile:
-        wrapped = {name: torch.compile(net) for name, net in wrapped.items()}
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -241,6 +336,8 @@ def train(
         wrapped = {
             n: DDP(net, device_ids=ids, broadcast_buffers=False) for n, net in wrapped.items()
         }
+    if cfg.compile:  # around DDP, as torch recommends (graph breaks at DDP's bucket boundaries)
+        wrapped = {name: torch.compile(net) for name, net in wrapped.items()}
     ctx = StepContext(device, amp_dtype, wrapped)
 
     evaluator = None
@@ -277,17 +374,33 @@ def train(
         ctx.epoch = epoch  # 0-based; multi-stage families (dsrgan) switch on it
         for net in wrapped.values():
             net.train()
-        order = torch.randperm(n_real, device=device)  # same on every rank (same seed/state)
+        order = torch.randperm(n_real, device=device)
+        if distributed:  # rank 0's order on every rank (each rank has its own random stream)
+            dist.broadcast(order, src=0)
+        # Equal shards, so every rank takes the same number of steps (DDP's gradient all-reduce
+        # pairs up across ranks); the n_real % world images left over sit this epoch out.
+        shard = order[: n_real - n_real % world][rank::world]
         loss_sums = torch.zeros(len(model.LOSS_NAMES), device=device)
         steps = 0
-        for idx in order[rank::world].split(cfg.batch_size):
+        next_target = None
+        if target_images is not None:
+            next_target = _target_batches(target_images, cfg, epoch, rank, memory_format)
+        for idx in shard.split(cfg.batch_size):
             if idx.numel() < 2:  # batch-norm needs two samples
                 continue
             real = real_images[idx].float().div_(127.5).sub_(1.0)
             real = augment_batch(real, hflip=aug.hflip, rotate_deg=aug.rotate_deg)
             real = real.contiguous(memory_format=memory_format)
+            if next_target is not None:  # translators: an unpaired batch of the second domain
+                ctx.target = next_target(idx.numel())
             loss_sums += model.train_step(wrapped, optimizers, real, cfg, ctx)
             steps += 1
+        if steps == 0:  # the same on every rank (equal shards): no rank waits on another
+            raise ValueError(
+                f"batch_size: epoch {epoch + 1} took no training step: {shard.numel()} image(s) "
+                f"{'per data-parallel worker ' if distributed else ''}in batches of "
+                f"{cfg.batch_size}, and a step needs at least 2 (batch-norm)"
+            )
 
         if distributed:
             counts = torch.tensor([float(steps)], device=device)
@@ -314,9 +427,21 @@ def train(
 
         # ---- evaluation: metrics, sample grid, checkpoint, report ------------------------
         evaluation = Evaluation(epoch=done, losses=named, objective=objective or Objective())
+        rank_states = None
+        if distributed:  # every rank's random stream into rank 0's checkpoint (exact resume)
+            rank_states = [None] * world
+            dist.all_gather_object(rank_states, _rng_state(device))
         if is_main:
             t0 = time.perf_counter()
-            fakes = sample_images(networks, cfg, cfg.eval_n, device, seed=cfg.seed + 1_000_003)
+            fakes = sample_images(
+                networks,
+                cfg,
+                cfg.eval_n,
+                device,
+                seed=cfg.seed + 1_000_003,
+                batch_size=sampling_batch_size(cfg),
+                amp_dtype=amp_dtype,
+            )
             evaluation.n_fake = int(fakes.shape[0])
             if evaluator is not None:  # plain Python numbers: checkpoints load weights_only
                 values = {k: _plain(v) for k, v in evaluator(fakes).items()}
@@ -345,23 +470,24 @@ def train(
             history.append(evaluation.to_dict())
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(evaluation.to_dict()) + "\n")
-            save_checkpoint(
-                checkpoint_file,
-                {
-                    "model": cfg.model,
-                    "config": to_dict(cfg),
-                    "epoch": done,
-                    "networks": {n: net.state_dict() for n, net in networks.items()},
-                    "optimizers": {n: opt.state_dict() for n, opt in optimizers.items()},
-                    "rng": _rng_state(device),
-                    "history": history,
-                    "objective": None if objective is None else objective.metric,
-                    "best_value": best_value,
-                    "extra": extra,
-                },
-            )
-            if evaluation.is_best:
-                shutil.copyfile(checkpoint_file, run_dir / "checkpoints" / "best.pt")
+            saved = {
+                "model": cfg.model,
+                "config": to_dict(cfg),
+                "epoch": done,
+                "networks": {n: net.state_dict() for n, net in networks.items()},
+                "optimizers": {n: opt.state_dict() for n, opt in optimizers.items()},
+                "rng": _rng_state(device),
+                "history": history,
+                "objective": None if objective is None else objective.metric,
+                "best_value": best_value,
+                "extra": extra,
+            }
+            if rank_states is not None:  # rank 0's own entry as of now, like "rng"
+                saved["rng_ranks"] = [saved["rng"], *rank_states[1:]]
+            save_checkpoint(checkpoint_file, saved)  # full: what a resume continues from
+            if evaluation.is_best:  # weights only: what generate and MLflow use
+                best_file = save_weights(run_dir / "checkpoints" / "best.pt", saved)
+                evaluation.best_weights = str(best_file)
             if bar is not None:
                 shown = evaluation.metrics()
                 bar.write(
@@ -372,6 +498,9 @@ def train(
                         if k in shown
                     )
                 )
+            del fakes
+            if device.type == "cuda":  # give sampling's cached blocks back (trials share GPUs)
+                torch.cuda.empty_cache()
         if report is not None:
             report(evaluation)
 

@@ -201,6 +201,9 @@ def _render(p: dict[str, np.ndarray], noise: np.ndarray, size: int) -> np.ndarra
     csp_walls = _line(np.abs(v) - 0.035 * b, 0.006 * b, pixel) * (
         1 - _smoothstep(csp_len - 0.01, csp_len + 0.01, along_csp)
     )
+    inner = p.get("inner")  # off the mid-plane (slice != 0) the deep structures fade
+    if inner is not None:
+        csp, csp_walls = csp * inner, csp_walls * inner
     # midline (falx), brighter where the beam meets it head-on, interrupted by the cavum
     beam_v = np.abs(-sphi * sin_t + cphi * cos_t)
     midline = (
@@ -211,6 +214,7 @@ def _render(p: dict[str, np.ndarray], noise: np.ndarray, size: int) -> np.ndarra
     for side in (-1.0, 1.0):
         # thalami: hypoechoic ovals either side of the midline, behind the cavum
         thal = _smoothstep(1.0, 0.7, np.hypot((us + 0.02) / 0.17, (vs - side * 0.17) / 0.13))
+        thal = thal if inner is None else thal * inner
         brain = brain + (amp(p["thal_grey"]) - brain) * thal
         # Sylvian fissure: a short bright curve towards each side of the head
         syl = _line(np.abs(vs - side * (0.62 - 0.25 * us * us)) * b, 0.025 * b, pixel)
@@ -219,6 +223,7 @@ def _render(p: dict[str, np.ndarray], noise: np.ndarray, size: int) -> np.ndarra
         plex = p["choroid"] * _smoothstep(
             1.0, 0.6, np.hypot((us + 0.5) / 0.13, (vs - side * 0.32) / 0.08)
         )
+        plex = plex if inner is None else plex * inner
         brain = brain + (amp(0.78) - brain) * plex
     brain = brain + amp(0.42) * _line((rho - 0.93) * a, 0.02 * a, pixel)  # brain surface
     echo = echo + (brain - echo) * inside
@@ -269,20 +274,181 @@ def _render(p: dict[str, np.ndarray], noise: np.ndarray, size: int) -> np.ndarra
     return np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def phantom_images(indices: list[int], size: int, seed: int) -> np.ndarray:
+# --------------------------------------------------------------------------------------------
+# The same heads as T2-weighted MR, and slices off the mid-plane
+# --------------------------------------------------------------------------------------------
+
+
+def _at_slice(p: dict[str, np.ndarray], z: float) -> dict[str, np.ndarray]:
+    """The head cut at ``z`` (fraction of its half-height, -1..1; 0 = the drawn plane): the
+    skull ellipse shrinks as an ellipsoid's section does, deep structures (cavum, thalami,
+    choroid plexus) fade with ``inner`` = exp(-(z / 0.35)^2)."""
+    scale = np.float32(np.sqrt(max(1.0 - z * z, 0.04)))
+    return p | {
+        "a": p["a"] * scale,
+        "b": p["b"] * scale,
+        "inner": np.asarray(np.exp(-((z / 0.35) ** 2)), dtype=np.float32),
+    }
+
+
+def _draw_mri(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """MR acquisition of one image (its own random stream, so the anatomy stays the US one's)."""
+    u = rng.uniform
+    p = {
+        "noise_sigma": u(0.015, 0.035),  # Rician noise, fraction of full scale
+        "bias_gx": u(-0.25, 0.25),  # bias field: linear gradient across the image...
+        "bias_gy": u(-0.25, 0.25),
+        "bias_r": u(0.0, 0.25),  # ...and a smooth bump (surface-coil sensitivity)
+        "bias_cx": u(0.2, 0.8),
+        "bias_cy": u(0.2, 0.8),
+        "contrast": u(0.9, 1.1),  # T2 weighting: spread of the grey levels
+    }
+    return {k: np.asarray(v, dtype=np.float32) for k, v in p.items()}
+
+
+def _render_mri(p: dict[str, np.ndarray], noise: np.ndarray, size: int) -> np.ndarray:
+    """The anatomy of ``_render`` as a T2-weighted slice: bright fluid (amniotic fluid, CSF,
+    cavum, ventricles), grey brain, darker thalami, dark skull and choroid plexus; no fan, no
+    speckle; a smooth multiplicative bias field and Rician noise. ``(B, size, size) uint8``."""
+    from scipy.ndimage import gaussian_filter
+
+    n = size
+    pixel = 1.0 / size
+    pix = (np.arange(n, dtype=np.float32) + 0.5) / n
+    x = np.broadcast_to(pix[None, None, :], (len(noise), n, n))
+    y = np.broadcast_to(pix[None, :, None], (len(noise), n, n))
+    r = np.hypot(x - 0.5, y - p["apex_y"])  # distance from the US probe: the wall is under it
+    r0 = p["r0"]
+    m = min(n, _FIELD_GRID)
+    cell = (np.arange(m, dtype=np.float32) + 0.5) / m
+    xc = np.broadcast_to(cell[None, None, :], (len(noise), m, m))
+    yc = np.broadcast_to(cell[None, :, None], (len(noise), m, m))
+    tissue_f = _upsample(_field(p, "tissue", xc, yc), n)
+    wall_f = _upsample(_field(p, "tissue", 2 * xc, 3 * yc), n)
+    fluid_f = _upsample(_field(p, "fluid", xc, yc), n)
+    brain_f = _upsample(_field(p, "brain", xc, yc), n)
+
+    # surroundings: uterine tissue (dark-grey), maternal wall (fat bands brighter), fluid bright
+    grey = np.clip(0.3 + 0.06 * tissue_f, 0.0, 1.0)
+    z = (r - r0) / p["wall_depth"]
+    wall = 0.4 + 0.05 * wall_f
+    for k in range(p["wall_pos"].shape[1]):
+        pos, g, width = (p[key][:, k, None, None] for key in ("wall_pos", "wall_grey", "wall_w"))
+        wall = wall + 0.6 * g * np.exp(-0.5 * ((z - pos) / width) ** 2)
+    in_wall = 1 - _smoothstep(p["wall_depth"] - 0.02, p["wall_depth"] + 0.02, r - r0)
+    grey = grey + (np.clip(wall, 0.05, 0.9) - grey) * in_wall
+    level = p["fluid_level"]
+    fluid = _smoothstep(level + 0.12, level - 0.12, fluid_f) * (1 - in_wall)
+    grey = grey + (0.88 - grey) * fluid
+
+    # head, in its own frame (as in _render)
+    a, b, cphi, sphi = p["a"], p["b"], np.cos(p["phi"]), np.sin(p["phi"])
+    dx, dy = x - p["cx"], y - p["cy"]
+    u = dx * cphi + dy * sphi
+    v = -dx * sphi + dy * cphi
+    rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+    dist = (rho - 1) * (a + b) / 2
+    psi = np.arctan2(v / b, u / a)
+    skull_t = p["skull_t"]
+    halo_w = p["halo_w"] * (1.3 + 0.7 * np.sin(2 * psi + p["halo_phase"]))
+    halo = _smoothstep(0.0, 0.01, dist) * (1 - _smoothstep(0.6, 1.0, dist / halo_w))
+    grey = grey + (0.9 - grey) * halo  # amniotic fluid round the head
+    scalp = np.clip(_line(dist - 2.2 * skull_t, 1.5 * skull_t, pixel), 0, 1)
+    grey = grey + (0.45 - grey) * scalp
+    inside = 1 - _smoothstep(-2 * skull_t, -skull_t, dist)
+    inner = p.get("inner", np.float32(1.0))
+
+    brain = np.clip(0.48 + 0.1 * (p["brain_grey"] - 0.33) / 0.05 * 0.3 + 0.04 * brain_f, 0, 1)
+    us, vs = u * p["front"] / a, v / b
+    csp_len = p["csp_len"]
+    along_csp = np.abs(us - 0.3)
+    csp = (1 - _smoothstep(csp_len - 0.03, csp_len, along_csp)) * (
+        1 - _smoothstep(0.02, 0.035, np.abs(vs))
+    )
+    csp = csp * inner
+    falx = _line(v, np.float32(0.0035), pixel) * (1 - _smoothstep(0.82, 0.92, np.abs(us)))
+    brain = brain + (0.2 - brain) * np.clip(falx * (1 - csp), 0, 1)  # dark falx
+    brain = brain + (0.9 - brain) * csp
+    for side in (-1.0, 1.0):
+        thal = _smoothstep(1.0, 0.7, np.hypot((us + 0.02) / 0.17, (vs - side * 0.17) / 0.13))
+        brain = brain + (0.32 + 0.5 * p["thal_grey"] - brain) * thal * inner
+        syl = _line(np.abs(vs - side * (0.62 - 0.25 * us * us)) * b, 0.025 * b, pixel)
+        syl = syl * (1 - _smoothstep(0.2, 0.45, np.abs(us + 0.05)))
+        brain = brain + (0.85 - brain) * np.clip(syl, 0, 1)  # CSF in the fissure
+        # lateral ventricle (posterior horn, CSF) holding the choroid plexus (dark on T2)
+        horn = _smoothstep(1.0, 0.7, np.hypot((us + 0.45) / 0.2, (vs - side * 0.3) / 0.11))
+        brain = brain + (0.85 - brain) * horn * inner
+        plex = p["choroid"] * _smoothstep(
+            1.0, 0.6, np.hypot((us + 0.5) / 0.13, (vs - side * 0.32) / 0.08)
+        )
+        brain = brain + (0.22 - brain) * plex * inner
+    csf = _smoothstep(0.89, 0.93, rho)  # extra-axial CSF between brain surface and skull
+    brain = brain + (0.88 - brain) * csf
+    grey = grey + (brain - grey) * inside
+    skull = np.clip(_line(dist + 0.3 * skull_t, skull_t, pixel), 0, 1)
+    grey = grey + (0.06 - grey) * skull  # cortical bone: no T2 signal
+
+    # acquisition: contrast, smooth bias field, Rician noise, the scanner's slight blur
+    grey = np.clip(0.5 + p["contrast"] * (grey - 0.5), 0.0, 1.0)
+    bias = np.exp(
+        p["bias_gx"] * (x - 0.5)
+        + p["bias_gy"] * (y - 0.5)
+        + p["bias_r"] * np.exp(-((x - p["bias_cx"]) ** 2 + (y - p["bias_cy"]) ** 2) / 0.18)
+    )
+    grey = gaussian_filter(grey * bias, [0, 0.5 * max(1.0, n / 256), 0.5 * max(1.0, n / 256)])
+    sigma = p["noise_sigma"]
+    grey = np.hypot(grey + sigma * noise[:, 0], sigma * noise[:, 1])
+    return np.clip(grey * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+MODALITIES = ("us", "mri")
+
+
+def slice_position(seed: int, index: int, slice_range: float) -> float:
+    """The slice of pool image ``index`` through its 3D head: uniform in
+    ``[-slice_range, slice_range]`` (fraction of the head's half-height) from its own stream of
+    ``(seed, index)``; 0 for every image when ``slice_range`` is 0 (the drawn mid-plane)."""
+    if slice_range == 0:
+        return 0.0
+    return float(np.random.default_rng([seed, index, 3]).uniform(-slice_range, slice_range))
+
+
+def phantom_images(
+    indices: list[int],
+    size: int,
+    seed: int,
+    *,
+    modality: str = "us",
+    slices: Sequence[float] | None = None,
+) -> np.ndarray:
     """Phantom images ``indices`` of the ``seed`` pool, ``(len(indices), size, size) uint8``.
 
-    Renders them in one batch (memory ~160 bytes a pixel); ``iter_phantom_images`` chunks.
+    ``modality`` ``us`` (ultrasound) or ``mri`` (T2-weighted MR of the same head: both come from
+    one ``(seed, index)``, so they are a paired ground truth). ``slices``: one slice position
+    per index through the 3D head (see :func:`_at_slice`; None = the mid-plane, 0). Renders
+    them in one batch (memory ~160 bytes a pixel); ``iter_phantom_images`` chunks.
     """
     _check(min(indices, default=0), size, seed)
+    if modality not in MODALITIES:
+        raise ValueError(
+            f"phantom modality: expected one of {', '.join(MODALITIES)}, got {modality!r}"
+        )
+    if slices is not None and len(slices) != len(indices):
+        raise ValueError(f"phantom slices: {len(slices)} positions for {len(indices)} indices")
     if not indices:
         return np.empty((0, size, size), dtype=np.uint8)
     params, noise = [], np.empty((len(indices), 4, size, size), dtype=np.float32)
     for j, index in enumerate(indices):
         rng = np.random.default_rng([seed, index])
-        params.append(_draw(rng))  # anatomy first: the same head at every size
+        anatomy = _draw(rng)  # anatomy first: the same head at every size and modality
+        if slices is not None:
+            anatomy = _at_slice(anatomy, float(slices[j]))
+        if modality == "mri":
+            anatomy |= _draw_mri(np.random.default_rng([seed, index, 1]))
+        params.append(anatomy)
         noise[j] = rng.standard_normal((4, size, size), dtype=np.float32)
-    return _render(_stack(params), noise, size)
+    render = _render_mri if modality == "mri" else _render
+    return render(_stack(params), noise, size)
 
 
 def _check(n: int, size: int, seed: int) -> None:
@@ -298,16 +464,34 @@ def _batch_size(size: int) -> int:
     return max(1, min(64, 2**21 // (size * size)))  # ~40 float32 maps of 2M pixels: ~0.3 GB
 
 
-def iter_phantom_images(indices: Sequence[int], size: int, seed: int) -> Iterator[np.ndarray]:
-    """Phantom images ``indices`` in order, as consecutive ``(b, size, size) uint8`` batches.
+def iter_phantom_images(
+    indices: Sequence[int],
+    size: int,
+    seed: int,
+    *,
+    modality: str = "us",
+    slices: Sequence[float] | None = None,
+) -> Iterator[np.ndarray]:
+    """Phantom images ``indices`` in order, as consecutive ``(b, size, size) uint8`` batches
+    (``modality`` and ``slices`` as :func:`phantom_images`).
 
     Batches render on a few threads (numpy releases the GIL); the bytes do not depend on it.
     """
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
     indices = list(indices)
     step = _batch_size(size)
     chunks = [indices[i : i + step] for i in range(0, len(indices), step)]
+    slice_chunks = (
+        [None] * len(chunks)
+        if slices is None
+        else [list(slices)[i : i + step] for i in range(0, len(indices), step)]
+    )
+    render = {
+        id(c): partial(phantom_images, modality=modality, slices=z)
+        for c, z in zip(chunks, slice_chunks, strict=True)
+    }
     workers = max(
         1,
         min(
@@ -319,51 +503,62 @@ def iter_phantom_images(indices: Sequence[int], size: int, seed: int) -> Iterato
         ),
     )
     if workers == 1:
-        yield from (phantom_images(chunk, size, seed) for chunk in chunks)
+        yield from (render[id(chunk)](chunk, size, seed) for chunk in chunks)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         todo = iter(chunks)  # at most 2 x workers batches in flight: memory stays bounded
         pending = deque(
-            pool.submit(phantom_images, c, size, seed) for c in islice(todo, 2 * workers)
+            pool.submit(render[id(c)], c, size, seed) for c in islice(todo, 2 * workers)
         )
         while pending:
             batch = pending.popleft().result()
             following = next(todo, None)
             if following is not None:
-                pending.append(pool.submit(phantom_images, following, size, seed))
+                pending.append(pool.submit(render[id(following)], following, size, seed))
             yield batch
 
 
-def make_phantom(n: int, size: int, seed: int) -> np.ndarray:
-    """``n`` phantom images, ``(n, size, size) uint8``; image ``i`` depends only on (seed, i, size)."""
+def make_phantom(n: int, size: int, seed: int, *, modality: str = "us") -> np.ndarray:
+    """``n`` phantom images, ``(n, size, size) uint8``; image ``i`` depends only on (seed, i, size)
+    and the modality (``us``, ``mri``: the same heads)."""
     _check(n, size, seed)
     out = np.empty((n, size, size), dtype=np.uint8)
     start = 0
-    for batch in iter_phantom_images(range(n), size, seed):
+    for batch in iter_phantom_images(range(n), size, seed, modality=modality):
         out[start : start + len(batch)] = batch
         start += len(batch)
     return out
 
 
 def write_phantom_dir(
-    out: str | Path, *, n: int, size: int, seed: int = 0, progress: bool = True
+    out: str | Path,
+    *,
+    n: int,
+    size: int,
+    seed: int = 0,
+    progress: bool = True,
+    modality: str = "us",
+    first: int = 0,
 ) -> list[Path]:
-    """Write ``n`` phantoms as 8-bit grey ``out/phantom_00000.png``...; return the paths.
-
-    The same ``seed`` gives byte-identical files; image ``i`` is ``make_phantom(n, size, seed)[i]``.
+    """Write phantoms ``first .. first + n - 1`` as 8-bit grey ``out/phantom_NNNNN.png``;
+    return the paths. The same ``seed`` gives byte-identical files; image ``i`` is
+    ``make_phantom(first + n, size, seed, modality=modality)[i]``, and ``--modality us`` and
+    ``mri`` of one seed are the same heads under the same names (a paired ground truth).
     """
     from tqdm import tqdm
 
     from fetalgan.images import write_png
 
-    _check(n, size, seed)
+    _check(min(n, first), size, seed)
+    if modality not in MODALITIES:
+        raise ValueError(f"--modality: expected one of {', '.join(MODALITIES)}, got {modality!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    with tqdm(total=n, desc="phantom", unit="img", disable=not progress) as bar:
-        for batch in iter_phantom_images(range(n), size, seed):
+    with tqdm(total=n, desc=f"phantom {modality}", unit="img", disable=not progress) as bar:
+        for batch in iter_phantom_images(range(first, first + n), size, seed, modality=modality):
             for image in batch:
-                path = out / f"phantom_{len(paths):05d}.png"
+                path = out / f"phantom_{first + len(paths):05d}.png"
                 write_png(image, path)
                 paths.append(path)
             bar.update(len(batch))

@@ -11,6 +11,11 @@ A family is a module with module-level functions that the one training loop call
 - ``latents(n, cfg, generator) -> Tensor``: the random inputs of ``n`` samples, on the CPU;
 - ``decode(networks, latents, cfg) -> Tensor``: images ``(n, 1, R', R')`` in [-1, 1].
 
+Translation families (``us2mri``, ``cyclegan``) also set ``TARGET_DOMAIN = True``: the loop
+loads ``cfg.target_data`` and gives ``train_step`` an unpaired batch of it as ``ctx.target``;
+their ``latents`` are US inputs, ``decode`` = ``translate(networks, us, cfg)``, and an optional
+``source_images(cfg, dataset)`` adds input channels (3D auxiliary input) to the training set.
+
 The registry maps a name to a module path so that listing names imports no torch.
 """
 
@@ -24,6 +29,8 @@ REGISTRY = {
     "ddpm": "fetalgan.models.ddpm",
     "tbgan": "fetalgan.models.tbgan",
     "dsrgan": "fetalgan.models.dsrgan",
+    "us2mri": "fetalgan.models.us2mri",
+    "cyclegan": "fetalgan.models.cyclegan",
 }
 MODEL_NAMES = tuple(REGISTRY)
 

@@ -64,3 +64,60 @@ def test_write_phantom_dir_is_byte_identical(tmp_path):
 def test_bad_arguments(n, size, seed):
     with pytest.raises(ValueError, match="phantom"):
         make_phantom(n, size, seed)
+
+
+def _edges(images: np.ndarray) -> np.ndarray:
+    import torch
+
+    from fetalgan.models.translation import structure_map
+
+    return structure_map(torch.from_numpy(images).float()[:, None] / 127.5 - 1)[:, 0].numpy()
+
+
+def test_mri_renders_the_same_heads_as_the_ultrasound():
+    us = phantom_images(list(range(6)), 64, 0)
+    mr = phantom_images(list(range(6)), 64, 0, modality="mri")
+    assert mr.shape == us.shape and mr.dtype == np.uint8
+    assert np.array_equal(mr, make_phantom(6, 64, seed=0, modality="mri"))  # deterministic
+    assert np.array_equal(us, make_phantom(6, 64, seed=0))  # the US phantom is unchanged
+    edges_us, edges_mr = _edges(us), _edges(mr)
+    corr = np.array(
+        [
+            [np.corrcoef(edges_us[i].ravel(), edges_mr[j].ravel())[0, 1] for j in range(6)]
+            for i in range(6)
+        ]
+    )
+    for i in range(6):  # each US image's edges match its own head's MR best
+        assert corr[i, i] > 0.15 and corr[i, i] == corr[i].max(), corr.round(2)
+
+
+def test_mri_looks_like_mr_not_a_fan_scan():
+    mr = make_phantom(8, 64, seed=0, modality="mri").astype(float)
+    assert mr[:, :6, :6].min() > 0  # no fan: the field of view is the whole image
+    assert mr.max() > 200  # bright fluid (amniotic fluid, CSF)
+
+
+def test_slices_through_the_head():
+    mid = phantom_images([3, 4], 64, 1)
+    assert np.array_equal(phantom_images([3, 4], 64, 1, slices=[0.0, 0.0]), mid)
+    near = phantom_images([3, 4], 64, 1, slices=[0.1, 0.1], modality="mri")
+    far = phantom_images([3, 4], 64, 1, slices=[0.8, 0.8], modality="mri")
+    centre = phantom_images([3, 4], 64, 1, modality="mri")
+    d_near = np.abs(near.astype(float) - centre).mean()
+    d_far = np.abs(far.astype(float) - centre).mean()
+    assert 0 < d_near < d_far  # neighbouring slices are close, distant ones differ more
+    with pytest.raises(ValueError, match="phantom modality: expected one of us, mri"):
+        phantom_images([0], 32, 0, modality="ct")
+
+
+def test_write_phantom_dir_pairs_modalities_by_name(tmp_path):
+    us = write_phantom_dir(tmp_path / "us", n=2, size=32, seed=0, first=10, progress=False)
+    mr = write_phantom_dir(
+        tmp_path / "mr", n=2, size=32, seed=0, first=10, modality="mri", progress=False
+    )
+    assert (
+        [p.name for p in us] == [p.name for p in mr] == ["phantom_00010.png", "phantom_00011.png"]
+    )
+    from fetalgan.images import read_grey
+
+    assert np.array_equal(read_grey(mr[1]), phantom_images([11], 32, 0, modality="mri")[0])
