@@ -6,7 +6,8 @@
 #                    [--artifacts DIR] [--auth] [--allowed-hosts LIST]
 #
 #   --host ADDR     interface to bind (default 127.0.0.1: this machine only; 0.0.0.0 lets
-#                   compute nodes reach it, so use --auth there on a shared cluster)
+#                   compute nodes reach it, so use --auth there on a shared cluster: without
+#                   it a non-loopback --host prints a warning)
 #   --port N        default 5000
 #   --dir DIR       server state: mlruns.db, mlartifacts/, auth files (default ./mlflow_server)
 #   --backend-store-uri URI
@@ -25,6 +26,10 @@
 #   MLFLOW_AUTH_ADMIN_PASSWORD      with --auth: the admin password, needed on the first start
 #   MLFLOW_FLASK_SERVER_SECRET_KEY  with --auth: CSRF key; default a random key kept in
 #                                   DIR/secret_key (mode 0600)
+# Secrets: the store URI (a PostgreSQL password in it) reaches MLflow through the environment
+# (MLFLOW_BACKEND_STORE_URI), never a command line `ps` shows, and is printed with the password
+# masked; DIR, the sqlite databases (runs, basic auth), the secret key and the artefacts are
+# created under umask 077 (owner only; the server proxies artefacts to its clients).
 # The server runs in the foreground; stop it with Ctrl-C or by PID.
 set -euo pipefail
 
@@ -61,15 +66,20 @@ if [[ -n $VENV ]]; then
 fi
 command -v mlflow >/dev/null || die "mlflow not found: set FETALGAN_VENV or put mlflow on PATH"
 
+umask 077 # everything created from here on, by this script or by MLflow: owner only
 mkdir -p "$DIR"
 DIR=$(realpath -s "$DIR")
+for db in "$DIR/mlruns.db" "$DIR/basic_auth.db"; do [[ -f $db ]] && chmod 600 "$db"; done
 STORE=${STORE:-sqlite:///$DIR/mlruns.db}
 ARTIFACTS=${ARTIFACTS:-$DIR/mlartifacts}
 mkdir -p "$ARTIFACTS"
+# URI://USER:PASSWORD@HOST... -> URI://USER:***@HOST... for printing
+SHOWN_STORE=$(sed -E 's#^([A-Za-z0-9+.-]+://[^/@:]*):[^/@]*@#\1:***@#' <<<"$STORE")
 
 # One worker and no job runner: starts in ~4 s with ~410 MiB instead of ~15 s and ~2 GiB.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
-args=(--host "$HOST" --port "$PORT" --workers 1 --backend-store-uri "$STORE"
+export MLFLOW_BACKEND_STORE_URI=$STORE # read by `mlflow server`; not on its command line
+args=(--host "$HOST" --port "$PORT" --workers 1
     --serve-artifacts --artifacts-destination "$ARTIFACTS")
 
 if [[ $HOST == 127.0.0.1 || $HOST == localhost ]]; then
@@ -103,7 +113,12 @@ EOF
     args+=(--app-name basic-auth)
 fi
 
-echo "server.sh: MLflow on $HOST:$PORT, runs in $STORE, artefacts in $ARTIFACTS"
+echo "server.sh: MLflow on $HOST:$PORT, runs in $SHOWN_STORE, artefacts in $ARTIFACTS"
+if ((!AUTH)) && [[ ! $HOST =~ ^(127\.[0-9.]+|localhost|::1)$ ]]; then
+    echo "server.sh: warning: --host $HOST without --auth: anyone who reaches port $PORT can read," \
+        "change and delete every run and artefact; add --auth, or keep --host 127.0.0.1 and use" \
+        "an SSH tunnel" >&2
+fi
 echo "server.sh: on the cluster (jobs inherit it from the submitting shell):"
 echo "export MLFLOW_TRACKING_URI=http://$SHOWN:$PORT"
 ((AUTH)) && echo "server.sh: clients also export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"

@@ -31,15 +31,22 @@
 #   FETALGAN_CACHE       Decoded-dataset cache directory; bound into the image when set.
 #   FETALGAN_BIND        More paths to bind into the image, comma-separated.
 #   FETALGAN_RAY_PORT    Port of the Ray head (GCS). Default 6379.
+#   FETALGAN_RAY_IFACE   Network interface whose address the Ray head advertises (e.g. ib0).
+#                        Default: the interface that routes to the job's other nodes
+#                        (`ip route get`), or the first of `hostname -I` on a one-node job.
 #   FETALGAN_RAY_WAIT    Seconds to wait for every node to join Ray. Default 300.
 #   FETALGAN_REQUEUE     1 (default): after USR1 has made the sweep save, requeue this job.
 #                        0: stop there (resubmit the same command to resume).
-#   RAY_AUTH_MODE        Default `disabled` (a ~/.ray/auth_token left by a local ray.init
-#                        would otherwise make `ray start` demand tokens that clients lack).
 # Exported here for `fetalgan sweep` and the Ray nodes: RAY_ADDRESS (the head's IP:port),
-# RAY_AUTH_MODE, MLFLOW_TRACKING_URI.
+# MLFLOW_TRACKING_URI, and Ray token authentication: RAY_AUTH_MODE=token with RAY_AUTH_TOKEN,
+# a random token made per job and kept in a private directory (mktemp, mode 0700) removed at
+# the end; every srun step gets it through the environment (never on a command line), so a
+# client without it (anyone else on the cluster network) is refused by the head.
+# Each Ray node's temp dir is made with mktemp on that node and removed when its step ends.
 # Set by Slurm: SLURM_JOB_ID, SLURM_JOB_NODELIST, SLURM_JOB_NUM_NODES, SLURMD_NODENAME,
-# SLURM_CPUS_PER_TASK, SLURM_GPUS_ON_NODE or SLURM_GPUS_PER_NODE, SLURM_RESTART_COUNT.
+# SLURM_CPUS_PER_TASK, SLURM_RESTART_COUNT, and whichever of SLURM_GPUS_ON_NODE, SLURM_JOB_GPUS,
+# SLURM_GPUS_PER_NODE, SLURM_GPUS, SLURM_GPUS_PER_TASK the job's GPU request sets; in each
+# step SLURMD_NODENAME, SLURM_CPUS_PER_TASK and CUDA_VISIBLE_DEVICES (the node's GPUs).
 set -euo pipefail
 
 die() { echo "ray_cluster.sh: error: $*" >&2; exit 2; }
@@ -52,14 +59,24 @@ shift
 [[ -n ${SLURM_JOB_ID:-} && -n ${SLURMD_NODENAME:-} ]] ||
     die "not inside a Slurm batch job; submit it with: sbatch slurm/ray_cluster.sh $SWEEP"
 
-export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlruns.db}
 RAY_PORT=${FETALGAN_RAY_PORT:-6379}
-# Short and per job: Ray's AF_UNIX socket paths under it must stay within 107 characters.
-RAY_TMP=/tmp/ray-$SLURM_JOB_ID.${SLURM_RESTART_COUNT:-0}
 CPUS=${SLURM_CPUS_PER_TASK:-1}
-GPUS=${SLURM_GPUS_ON_NODE:-${SLURM_GPUS_PER_NODE:-0}}
-GPUS=${GPUS##*:} # "a100:2" -> 2
+# Each Ray node is one srun step with the job's CPUs (since Slurm 22.05 srun no longer takes
+# --cpus-per-task from the job) and the job's GPUs on that node, which Slurm lists in the
+# step's CUDA_VISIBLE_DEVICES and Ray counts from there: nodes may differ. A job without GPUs
+# gives Ray none (--num-gpus=0), so a node's GPUs outside the allocation are never used.
+STEP_OPTIONS=(--nodes=1 --ntasks=1 --cpus-per-task="$CPUS")
+RAY_GPUS=(--num-gpus=0)
+GPU_NOTE="no GPUs (the job has none)"
+if [[ ${SLURM_GPUS_ON_NODE:-0} != 0 || -n ${SLURM_JOB_GPUS:-}${SLURM_GPUS_PER_NODE:-}${SLURM_GPUS:-}${SLURM_GPUS_PER_TASK:-} ]]; then
+    RAY_GPUS=()
+    GPU_NOTE="each node's GPUs as its step sees them"
+    [[ -n ${SLURM_GPUS_PER_NODE:-} ]] && STEP_OPTIONS+=(--gpus-per-node="$SLURM_GPUS_PER_NODE")
+    # --gpus and --gpus-per-task count for the whole job: srun would read them as a one-node
+    # step's request. Without them a step gets all of the job's GPUs on its node.
+    unset SLURM_GPUS SLURM_GPUS_PER_TASK
+fi
 
 # RUN: the prefix of every ray and python command (empty, or apptainer exec ... IMAGE).
 BINDS=()
@@ -130,12 +147,14 @@ fi
 # Ray: one blocking `ray start` per node, each an srun step; killing the steps ends Ray.
 STEP_PIDS=()
 DRIVER_PID=
+PRIVATE=
 cleanup() {
     trap - EXIT USR1 TERM
     [[ -n $DRIVER_PID ]] && kill -TERM "$DRIVER_PID" 2>/dev/null
     ((${#STEP_PIDS[@]})) && kill -TERM "${STEP_PIDS[@]}" 2>/dev/null
     wait 2>/dev/null
-    rm -rf -- "$RAY_TMP"
+    [[ -n $PRIVATE ]] && rm -rf -- "$PRIVATE"
+    return 0
 }
 trap cleanup EXIT
 INTERRUPTED=
@@ -149,19 +168,54 @@ forward() { # USR1 (time limit near) or TERM (scancel): let Tune save the experi
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 
+# Token authentication: a random token per job, in a directory only this user can read.
+PRIVATE=$(mktemp -d "/tmp/fetalgan-$SLURM_JOB_ID.XXXXXX") # mktemp -d: mode 0700
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$PRIVATE/ray_token")
+export RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN=$(<"$PRIVATE/ray_token")
+export RAY_AUTH_TOKEN
+unset RAY_AUTH_TOKEN_PATH # RAY_AUTH_TOKEN is the one token every node and client uses
+
 mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 HEAD=$SLURMD_NODENAME # the batch script runs on the first node: the head lives here
-HEAD_IP=$(hostname -I | awk '{print $1}')
+head_ip() { # the head's address on the network the other nodes reach
+    local node peer
+    if [[ -n ${FETALGAN_RAY_IFACE:-} ]]; then
+        ip -o -4 addr show dev "$FETALGAN_RAY_IFACE" 2>/dev/null | awk '{sub(/\/.*/, "", $4); print $4; exit}'
+        return 0
+    fi
+    for node in "${NODES[@]}"; do
+        [[ $node == "$HEAD" ]] && continue
+        peer=$(scontrol -o show node "$node" | grep -o 'NodeAddr=[^ ]*' | cut -d= -f2)
+        peer=$(getent ahostsv4 "$peer" | awk '{print $1; exit}') # a name -> its IPv4 address
+        [[ -n $peer ]] || continue
+        ip -o route get "$peer" | grep -o 'src [0-9.]*' | cut -d' ' -f2
+        return 0
+    done
+    hostname -I | awk '{print $1}'
+}
+HEAD_IP=$(head_ip)
+[[ -n $HEAD_IP ]] || die "no IPv4 address for the Ray head${FETALGAN_RAY_IFACE:+ on interface $FETALGAN_RAY_IFACE (FETALGAN_RAY_IFACE)}"
 export RAY_ADDRESS=$HEAD_IP:$RAY_PORT
+# One Ray node per step. Its temp dir is made by mktemp on that node (short: Ray's AF_UNIX
+# socket paths under it must stay within 107 characters) and removed when the step ends.
+read -r -d '' NODE_STEP <<'EOF' || true
+tmp=$(mktemp -d "/tmp/ray-$1.XXXXXX") || exit 1
+shift
+trap 'rm -rf -- "$tmp"' EXIT
+trap 'exit 143' TERM INT
+gpus=$(tr ',' '\n' <<<"${CUDA_VISIBLE_DEVICES:-}" | grep -c . || true)
+echo "ray_cluster.sh: node ${SLURMD_NODENAME:-$(hostname -s)} offers Ray ${SLURM_CPUS_PER_TASK:-?} CPUs and $gpus GPUs (CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-})"
+"$@" --temp-dir="$tmp"
+EOF
 ray_step() { # ray_step NODE RAY-START-OPTIONS...: a blocking Ray node as one Slurm step
     local node=$1
     shift
-    srun --nodes=1 --ntasks=1 -w "$node" "${RUN[@]}" ray start --block \
-        --temp-dir="$RAY_TMP" --num-cpus="$CPUS" --num-gpus="$GPUS" --disable-usage-stats "$@" &
+    srun --export=ALL "${STEP_OPTIONS[@]}" -w "$node" bash -c "$NODE_STEP" ray-node "$SLURM_JOB_ID" \
+        "${RUN[@]}" ray start --block --num-cpus="$CPUS" "${RAY_GPUS[@]}" --disable-usage-stats "$@" &
     STEP_PIDS+=($!)
 }
-rm -rf -- "$RAY_TMP"
-log "Ray head on $HEAD ($RAY_ADDRESS); $CPUS CPUs and $GPUS GPUs per node"
+log "Ray head on $HEAD ($RAY_ADDRESS); $CPUS CPUs per node, $GPU_NOTE; token authentication on"
 ray_step "$HEAD" --head --port="$RAY_PORT" --include-dashboard=false
 HEAD_PID=${STEP_PIDS[0]}
 for node in "${NODES[@]}"; do

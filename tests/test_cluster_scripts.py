@@ -132,3 +132,215 @@ def test_sweep_options_are_validated_with_the_sweep_file_before_ray_starts(tmp_p
     assert result.returncode == 2
     assert "max_concurrent: must be > 0" in result.stderr
     assert "Ray head" not in result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# ray_cluster.sh's command lines, with recorders standing in for srun, ray, scontrol and ip
+# (the real run, on a real two-node Slurm, is tests/e2e/test_slurm_two_node.py)
+# --------------------------------------------------------------------------------------------
+
+RECORDERS = {
+    # srun: record the command line and the Ray variables it passes on, then run the step in
+    # its own session and, on TERM, signal all of it (as slurmd does to a step's processes).
+    "srun": r"""#!/bin/bash
+{ printf srun; printf ' %q' "$@"; echo; } >>"$REC/commands"
+env | grep -E '^RAY_(AUTH|ADDRESS)' | sort >"$REC/env-srun-$$"
+while (($#)); do case $1 in -w) shift 2 ;; -*) shift ;; *) break ;; esac; done
+setsid "$@" &
+pid=$!
+trap 'kill -TERM -- -$pid 2>/dev/null' TERM
+wait $pid || wait $pid
+""",
+    "ray": r"""#!/bin/bash
+case $1 in
+start)
+    { printf ray; printf ' %q' "$@"; echo; } >>"$REC/commands"
+    tmp=${!#}
+    stat -c '%a %n' "${tmp#--temp-dir=}" >>"$REC/tempdirs"
+    env | grep -E '^RAY_(AUTH|ADDRESS)' | sort >"$REC/env-ray-$$"
+    touch "$REC/joined-$$"
+    exec sleep 300 ;;
+status) for joined in "$REC"/joined-*; do [[ -e $joined ]] && echo " 1 node_${joined##*-}"; done ;;
+esac
+""",
+    "scontrol": r"""#!/bin/bash
+case "$*" in
+"show hostnames "*) printf '%s\n' $FAKE_NODELIST ;;
+"-o show node "*) echo "NodeName=$4 NodeAddr=$FAKE_PEER State=IDLE" ;;
+*) { printf scontrol; printf ' %q' "$@"; echo; } >>"$REC/commands" ;;
+esac
+""",
+    "ip": r"""#!/bin/bash
+case "$*" in
+"-o route get "*) echo "$4 via 10.1.0.1 dev ib0 src 10.1.0.7 uid 0 \    cache" ;;
+"-o -4 addr show dev ib1") echo "4: ib1    inet 10.9.9.9/16 brd 10.9.255.255 scope global ib1" ;;
+esac
+""",
+    "hostname": '#!/bin/bash\necho "192.168.1.5 10.1.0.7"\n',
+}
+DRIVER = r"""#!/bin/bash
+{ printf fetalgan; printf ' %q' "$@"; echo; } >>"$REC/commands"
+env | grep -E '^RAY_(AUTH|ADDRESS)' | sort >"$REC/env-driver"
+for private in /tmp/fetalgan-"$SLURM_JOB_ID".*; do
+    stat -c '%a' "$private" "$private/ray_token" >"$REC/private"
+done
+"""
+
+
+def recorded_job(tmp_path: Path, nodes: list[str], **env: str):
+    """ray_cluster.sh sweeps/smoke.yaml as a job on ``nodes`` (the first is the head), with the
+    recorders above on PATH; returns (result, the recorder's directory, the job id)."""
+    rec, fake_bin, venv_bin = tmp_path / "rec", tmp_path / "bin", tmp_path / "venv" / "bin"
+    for path in (rec, fake_bin, venv_bin):
+        path.mkdir(parents=True)
+    for name, text in RECORDERS.items():
+        (fake_bin / name).write_text(text)
+        (fake_bin / name).chmod(0o755)
+    (venv_bin / "fetalgan").write_text(DRIVER)
+    (venv_bin / "python").write_text(f'#!/bin/bash\nexec {REPO}/.venv/bin/python "$@"\n')
+    for exe in venv_bin.iterdir():
+        exe.chmod(0o755)
+    job_id = str(900000 + os.getpid() % 99999)
+    settings = {
+        "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "REC": str(rec),
+        "SLURM_JOB_ID": job_id,
+        "SLURMD_NODENAME": nodes[0],
+        "SLURM_JOB_NODELIST": ",".join(nodes),
+        "FAKE_NODELIST": " ".join(nodes),
+        "FAKE_PEER": "10.1.2.3",
+        "FETALGAN_VENV": str(venv_bin.parent),
+        "FETALGAN_STORAGE": str(tmp_path / "ray_results"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlruns.db",
+        "RAY_AUTH_MODE": "disabled",  # what the user had: the job turns token auth on anyway
+        **env,
+    }
+    result = run(RAY_CLUSTER, str(REPO / "sweeps" / "smoke.yaml"), env=settings, cwd=tmp_path)
+    return result, rec, job_id
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines())
+
+
+def test_ray_nodes_and_driver_share_a_per_job_token(tmp_path):
+    result, rec, job_id = recorded_job(tmp_path, ["n1", "n2"])
+    assert result.returncode == 0, result.stderr
+    commands = (rec / "commands").read_text().splitlines()
+    sruns = [c for c in commands if c.startswith("srun ")]
+    assert len(sruns) == 2 and all("--export=ALL" in c for c in sruns), sruns
+    driver = _env_file(rec / "env-driver")
+    token = driver["RAY_AUTH_TOKEN"]
+    assert driver["RAY_AUTH_MODE"] == "token" and re.fullmatch(r"[0-9a-f]{64}", token), driver
+    # Every srun step and every `ray start` got the same token, through the environment only.
+    seen = [_env_file(p) for p in rec.glob("env-*")]
+    assert len(seen) == 5  # 2 srun, 2 ray start, 1 driver
+    assert all(e["RAY_AUTH_MODE"] == "token" and e["RAY_AUTH_TOKEN"] == token for e in seen)
+    assert not any(token in c for c in commands), "the token appeared on a command line"
+    assert token not in result.stdout + result.stderr
+    # The private directory was 0700 with a 0600 token while the job ran, and is gone now.
+    assert (rec / "private").read_text().split() == ["700", "600"]
+    assert not list(Path("/tmp").glob(f"fetalgan-{job_id}.*"))
+    # A next job cannot reuse this one's token.
+    again, rec2, _ = recorded_job(tmp_path / "again", ["n1", "n2"])
+    assert again.returncode == 0 and _env_file(rec2 / "env-driver")["RAY_AUTH_TOKEN"] != token
+
+
+def test_ray_temp_dirs_are_private_per_node_and_removed(tmp_path):
+    result, rec, job_id = recorded_job(tmp_path, ["n1", "n2"])
+    assert result.returncode == 0, result.stderr
+    starts = [c for c in (rec / "commands").read_text().splitlines() if c.startswith("ray start")]
+    assert len(starts) == 2
+    temp_dirs = [c.split()[-1].removeprefix("--temp-dir=") for c in starts]
+    assert all(re.fullmatch(rf"/tmp/ray-{job_id}\.\w{{6}}", d) for d in temp_dirs), temp_dirs
+    assert len(set(temp_dirs)) == 2  # one mktemp per node, not a name every node can guess
+    modes = dict(line.split()[::-1] for line in (rec / "tempdirs").read_text().splitlines())
+    assert set(modes) == set(temp_dirs) and set(modes.values()) == {"700"}
+    assert not any(Path(d).exists() for d in temp_dirs), "a Ray temp dir outlived its step"
+
+
+def test_head_address_is_the_one_routing_to_the_other_nodes(tmp_path):
+    """Not the first of `hostname -I` (192.168.1.5 in the recorder), but the source address of
+    the route to the second node (10.1.0.7); FETALGAN_RAY_IFACE picks an interface instead."""
+    result, rec, _ = recorded_job(tmp_path / "route", ["n1", "n2"])
+    assert result.returncode == 0, result.stderr
+    assert _env_file(rec / "env-driver")["RAY_ADDRESS"] == "10.1.0.7:6379"
+    assert "--address=10.1.0.7:6379" in (rec / "commands").read_text()
+
+    result, rec, _ = recorded_job(tmp_path / "iface", ["n1", "n2"], FETALGAN_RAY_IFACE="ib1")
+    assert result.returncode == 0, result.stderr
+    assert _env_file(rec / "env-driver")["RAY_ADDRESS"] == "10.9.9.9:6379"
+
+    result, rec, _ = recorded_job(tmp_path / "bad", ["n1", "n2"], FETALGAN_RAY_IFACE="eth7")
+    assert result.returncode == 2
+    assert "no IPv4 address for the Ray head on interface eth7" in result.stderr
+    assert not (rec / "commands").exists() or "ray start" not in (rec / "commands").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# server.sh's secrets, with a recorder standing in for `mlflow server` (the real server runs
+# in tests/e2e/test_mlflow_server.py)
+# --------------------------------------------------------------------------------------------
+
+FAKE_MLFLOW = r"""#!/bin/bash
+{ printf mlflow; printf ' %q' "$@"; echo; } >"$REC"
+echo "MLFLOW_BACKEND_STORE_URI=$MLFLOW_BACKEND_STORE_URI" >>"$REC"
+echo "umask=$(umask)" >>"$REC"
+"""
+
+
+def recorded_server(tmp_path: Path, *args: str, **env: str):
+    """server.sh ARGS with a recorder as mlflow; (result, recorded lines)."""
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "mlflow").write_text(FAKE_MLFLOW)
+    (venv_bin / "mlflow").chmod(0o755)
+    record = tmp_path / "mlflow.rec"
+    settings = {"FETALGAN_VENV": str(venv_bin.parent), "REC": str(record), **env}
+    result = run(SERVER, "--dir", str(tmp_path / "server"), *args, env=settings)
+    return result, record.read_text().splitlines() if record.exists() else []
+
+
+def test_server_store_uri_goes_through_the_environment_with_the_password_masked(tmp_path):
+    uri = "postgresql://fetalgan:s3cr3t-pw@db.cluster:5432/runs"
+    result, recorded = recorded_server(tmp_path, "--backend-store-uri", uri)
+    assert result.returncode == 0, result.stderr
+    command, store, umask = recorded
+    assert "s3cr3t-pw" not in command and "--backend-store-uri" not in command, command
+    assert store == f"MLFLOW_BACKEND_STORE_URI={uri}"
+    assert "s3cr3t-pw" not in result.stdout + result.stderr
+    assert "runs in postgresql://fetalgan:***@db.cluster:5432/runs" in result.stdout
+    assert umask == "umask=0077"  # what MLflow creates (databases, artefacts) is owner-only
+    assert (tmp_path / "server").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "server" / "mlartifacts").stat().st_mode & 0o777 == 0o700
+
+
+def test_server_tightens_existing_databases(tmp_path):
+    state = tmp_path / "server"
+    state.mkdir()
+    for name in ("mlruns.db", "basic_auth.db"):
+        (state / name).write_bytes(b"")
+        (state / name).chmod(0o644)
+    result, recorded = recorded_server(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert recorded[1] == f"MLFLOW_BACKEND_STORE_URI=sqlite:///{state}/mlruns.db"
+    assert "runs in sqlite:///" in result.stdout
+    for name in ("mlruns.db", "basic_auth.db"):
+        assert (state / name).stat().st_mode & 0o777 == 0o600, name
+
+
+@pytest.mark.parametrize(
+    ("args", "warned"),
+    [
+        (["--host", "0.0.0.0"], True),
+        (["--host", "10.0.0.5"], True),
+        (["--host", "0.0.0.0", "--auth"], False),
+        (["--host", "127.0.0.1"], False),
+        (["--host", "localhost"], False),
+        ([], False),
+    ],
+)
+def test_server_warns_when_open_to_the_network_without_auth(tmp_path, args, warned):
+    result, _ = recorded_server(tmp_path, *args, MLFLOW_AUTH_ADMIN_PASSWORD="pw")
+    assert result.returncode == 0, result.stderr
+    assert ("warning: --host" in result.stderr and "without --auth" in result.stderr) == warned

@@ -25,8 +25,11 @@ from fetalgan.config import (
     SweepConfig,
     TrainConfig,
     expected_trials,
+    flatten,
     load_sweep,
+    read_yaml,
     space_values,
+    sweep_overrides,
     to_dict,
 )
 from fetalgan.evaluation import Objective
@@ -36,6 +39,7 @@ from fetalgan.sweep.trainable import TrialSpec, sweep_trial, trial_dirname
 
 STATE_FILE = "fetalgan_sweep.json"  # in the experiment dir: parent run id, tracking URI
 SAVED_SWEEP = "fetalgan_sweep.yaml"  # in the experiment dir: the sweep as started (for resume)
+SAVED_FILE = "fetalgan_sweep_file.yaml"  # in the experiment dir: the sweep file as first read
 OUTCOME_FILE = "fetalgan_outcome.json"  # in the experiment dir: the tracking callback's outcome
 
 
@@ -126,13 +130,61 @@ def _prepare_experiment_dir(exp_dir: Path, resume: bool) -> None:
     exp_dir.mkdir(parents=True)
 
 
+def check_unedited(path: Path, exp_dir: Path, overrides: list[str], saved: SweepConfig) -> None:
+    """On ``--resume``: ``ValueError`` listing every key of the sweep file ``path`` that differs
+    from the file the sweep started with (a resumed sweep keeps its starting settings, so an
+    edit would be silently ignored); ``--set`` items are allowed, and each that differs from
+    the starting value is printed. Experiments started before the file was kept: not checked."""
+    started = exp_dir / SAVED_FILE
+    if not started.is_file():
+        return
+    then, now = flatten(read_yaml(started)), flatten(read_yaml(path))
+    absent = "<absent>"
+    edited = [k for k in sorted(set(then) | set(now)) if then.get(k, absent) != now.get(k, absent)]
+    if edited:
+        shown = "; ".join(f"{k}: {then.get(k, absent)!r} -> {now.get(k, absent)!r}" for k in edited)
+        raise ValueError(
+            f"{path}: edited since the sweep started (kept in {started}): {shown}. A resumed "
+            f"sweep keeps its starting settings: undo the edit, or move {exp_dir} away to start "
+            "a new sweep"
+        )
+    kept = flatten(to_dict(saved))
+    for item in sweep_overrides(overrides):
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if key in kept and yaml.safe_load(text) != kept[key]:
+            print(
+                f"fetalgan sweep: --set {item.removeprefix('base.')}: the resumed sweep keeps "
+                f"{key} = {kept[key]!r}"
+            )
+
+
 def ray_address() -> str | None:
     """``$RAY_ADDRESS``; empty or blank counts as unset (a local Ray)."""
     return (os.environ.get("RAY_ADDRESS") or "").strip() or None
 
 
+def _local_ray_token() -> None:
+    """Token authentication for a Ray this sweep starts itself: ``RAY_AUTH_MODE=token`` and a
+    fresh random ``RAY_AUTH_TOKEN`` in this process's environment, which every Ray process
+    started from it inherits, so nobody else reaching its ports can run code as this user (a
+    token left in ``~/.ray/auth_token`` or the caller's ``RAY_AUTH_*`` are not used)."""
+    import secrets
+
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    # Ray read both when it was imported; re-read them, as its own `_enable_token_auth` does.
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 def _ensure_ray() -> bool:
-    """Connect to ``$RAY_ADDRESS`` or start a local Ray; True if this call started it."""
+    """Connect to ``$RAY_ADDRESS`` (with the ``RAY_AUTH_*`` the caller gives, e.g.
+    slurm/ray_cluster.sh's per-job token) or start a local Ray with a fresh token (see
+    :func:`_local_ray_token`); True if this call started it."""
     import ray
 
     if ray.is_initialized():
@@ -140,7 +192,9 @@ def _ensure_ray() -> bool:
     address = ray_address()
     if address is None:
         os.environ.pop("RAY_ADDRESS", None)  # Ray itself reads it too
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        _local_ray_token()
+    else:  # a cluster without a token of its own: do not pick up a stale ~/.ray/auth_token
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address=address, include_dashboard=False, log_to_driver=True)
     return True
 
@@ -177,6 +231,15 @@ def _drain(queue, interrupted: bool) -> int:
         )
     queue.close()
     return left
+
+
+def check_cluster(cfg: SweepConfig) -> None:
+    """``ValueError`` when no trial of ``cfg`` fits the connected Ray cluster (see
+    ``space.check_resources``)."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    space.check_resources(cfg, ray.cluster_resources(), nodes)
 
 
 def _grid_unfinished(grid) -> bool:
@@ -219,9 +282,9 @@ def run_sweep(
     state = json.loads(state_file.read_text()) if resume and state_file.is_file() else {}
     if resume and (exp_dir / SAVED_SWEEP).is_file():
         # A resumed sweep keeps the settings it started with (the file only names it).
-        if overrides:  # e.g. a requeued Slurm job repeating its command line
-            print("fetalgan sweep: --set ignored: a resumed sweep keeps its starting settings")
         cfg = load_sweep(exp_dir / SAVED_SWEEP)
+        if not isinstance(path_or_cfg, SweepConfig):
+            check_unedited(Path(path_or_cfg), exp_dir, overrides, cfg)
     cfg = dataclasses.replace(cfg, base=absolute_paths(cfg.base, Path.cwd()))
     objective = Objective(cfg.metric, cfg.mode)
 
@@ -241,9 +304,22 @@ def run_sweep(
         tracking_setup_s += time.perf_counter() - start
     from ray import tune
 
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the table reporter below, not AIR's
+    # Ray next: a sweep no trial of which fits the cluster stops before anything is written.
+    started_ray = _ensure_ray()
+    try:
+        check_cluster(cfg)
+    except ValueError:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+        raise
     _prepare_experiment_dir(exp_dir, resume)
     sweep_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     (exp_dir / SAVED_SWEEP).write_text(sweep_yaml)
+    if not isinstance(path_or_cfg, SweepConfig) and not (exp_dir / SAVED_FILE).is_file():
+        (exp_dir / SAVED_FILE).write_text(yaml.safe_dump(read_yaml(path_or_cfg), sort_keys=False))
     if tracker is not None:
         start = time.perf_counter()
         tracker.start_parent(state.get("parent_run_id"), tags={"experiment_path": str(exp_dir)})
@@ -263,9 +339,12 @@ def run_sweep(
         cpu=cfg.resources.cpu,
         gpu=cfg.resources.gpu,
         ddp_storage=str(exp_dir / "ddp"),
+        experiment_dir=str(exp_dir),
         parent_run_id=tracker.parent_run_id if tracker is not None else None,
     )
-    callbacks = []
+    from fetalgan.sweep.nonfinite import NoRetryAfterNonFinite
+
+    callbacks = [NoRetryAfterNonFinite(str(exp_dir))]  # a diverged trial: no Tune retries
     outcome_file = exp_dir / OUTCOME_FILE
     outcome_file.unlink(missing_ok=True)
     queue = None
@@ -286,8 +365,6 @@ def run_sweep(
             print(f"fetalgan sweep: replaying {queue.describe()}")
         callbacks.append(TrackingCallback(tracker_args, spec, str(outcome_file)))
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the table reporter below, not AIR's
-    started_ray = _ensure_ray()
     if cfg.workers_per_trial > 1:
         # The trial only drives a Ray Train run whose workers reserve their own resources
         # (Tune refuses an empty request, hence a sliver of a CPU).

@@ -34,7 +34,9 @@ def artifact_location(tracking_uri: str) -> str | None:
 
 def check_tracking(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
     """Fail fast, before any Ray work, when the store cannot be used: a server that does not
-    answer ``GET /health``, or a sqlite file in a directory that cannot be created."""
+    answer ``GET /health``, or a sqlite file in a directory that cannot be created. A sqlite
+    file that does not exist yet is created with mode 0600 (runs, parameters and paths are the
+    user's alone; ``mlflow/server.sh`` does the same for a server's)."""
     if tracking_uri.startswith(("http://", "https://")):
         import urllib.error
         import urllib.request
@@ -54,10 +56,11 @@ def check_tracking(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
         db = Path(tracking_uri[len("sqlite:///") :])
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
+            # Created here, owner-only, before MLflow makes it with the umask's mode (SQLite
+            # takes an empty file as a new database; its journals copy the file's mode).
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
         except OSError as err:
-            raise ValueError(
-                f"tracking URI {tracking_uri}: cannot create {db.parent} ({err})"
-            ) from None
+            raise ValueError(f"tracking URI {tracking_uri}: cannot create {db} ({err})") from None
 
 
 def quiet() -> None:

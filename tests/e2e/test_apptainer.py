@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -64,7 +65,6 @@ def test_commands_run_through_apptainer_exec(slurm_single, workdir, e2e_cache, e
         "ray",
         "start",
         "--block",
-        f"--temp-dir=/tmp/ray-{job.job_id}.0",
         "--num-cpus=2",
         "--num-gpus=0",
         "--disable-usage-stats",
@@ -74,7 +74,10 @@ def test_commands_run_through_apptainer_exec(slurm_single, workdir, e2e_cache, e
     ]
     # The head's srun step starts while the script already polls `ray status`: order varies.
     middle = commands[1:-1]
-    assert [c for c in middle if c[:2] == ["ray", "start"]] == [head]
+    starts = [c for c in middle if c[:2] == ["ray", "start"]]
+    assert [c[:-1] for c in starts] == [head]
+    # Last: the node's own temp dir, made by mktemp in the step (outside the image).
+    assert re.fullmatch(rf"--temp-dir=/tmp/ray-{job.job_id}\.\w{{6}}", starts[0][-1]), starts
     status = [c for c in middle if c[:2] != ["ray", "start"]]
     assert status and all(c == ["ray", "status", status[0][2]] for c in status), status
     assert status[0][2].startswith("--address=") and status[0][2].endswith(":6379")

@@ -193,3 +193,16 @@ def test_generate_grids_and_hc18_masks_stay_out(tmp_path, image_dirs):
     sources = [r[3] for r in _rows(path)]
     assert len(sources) == 24
     assert not any(s.endswith(("grid.png", "_Annotation.png")) for s in sources)
+
+
+def test_study_file_is_readable_by_its_owner_only(tmp_path, image_dirs):
+    """It holds the answer key and the session key: 0600 whatever the umask."""
+    import os
+
+    real_dir, fake_dir = image_dirs
+    previous = os.umask(0o022)
+    try:
+        store.create_study(tmp_path / "study.db", real_dir, [fake_dir], n=8, seed=1)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "study.db").stat().st_mode & 0o777 == 0o600
