@@ -188,7 +188,7 @@ class TrainConfig:
     eval_reference: ReferenceConfig = field(default_factory=ReferenceConfig)  # real set compared
     fid_weights: str | None = None  # FID Inception weights file; default: offline lookup
     fid_dims: int = 2048  # Inception features for FID/KID: 64, 192, 768 or 2048 (logged)
-    batch_size: int = 128  # images per optimiser step
+    batch_size: int = 128  # images per optimiser step (per worker when data-parallel), >= 2
     lr_g: float = 2.0e-4  # generator Adam learning rate
     lr_d: float = 2.0e-4  # discriminator Adam learning rate
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam betas
@@ -415,6 +415,11 @@ def validate_train(cfg: TrainConfig, prefix: str = "") -> TrainConfig:
         raise ConfigError(f"{p}data.augment.rotate_deg: must be in 0..180, got {rot}")
     for key in ("epochs", "eval_every", "eval_n", "batch_size", "nz", "ngf", "ndf"):
         _positive(f"{p}{key}", getattr(cfg, key))
+    if cfg.batch_size < 2:  # the loop skips one-image batches: nothing would train
+        raise ConfigError(
+            f"{p}batch_size: must be >= 2 (a training step needs two images for batch-norm), "
+            f"got {cfg.batch_size}"
+        )
     _positive(f"{p}eval_batch_size", cfg.eval_batch_size)
     for key in ("lr_g", "lr_d"):
         _positive(f"{p}{key}", getattr(cfg, key))
@@ -654,9 +659,10 @@ def validate_sweep(cfg: SweepConfig) -> SweepConfig:
         )
     _positive("scheduler.max_t", cfg.scheduler.max_t)
     _positive("scheduler.grace_period", cfg.scheduler.grace_period)
-    if cfg.scheduler.reduction_factor <= 1:
+    if not (1 < cfg.scheduler.reduction_factor < math.inf):  # NaN fails this too
         raise ConfigError(
-            f"scheduler.reduction_factor: must be > 1, got {cfg.scheduler.reduction_factor}"
+            f"scheduler.reduction_factor: must be a finite number > 1, got "
+            f"{cfg.scheduler.reduction_factor}"
         )
     validate_train(cfg.base, prefix="base.")
     validate_space(cfg.space)
@@ -691,8 +697,9 @@ def expected_trials(cfg: SweepConfig) -> int:
 def _check_whole_sweep(cfg: SweepConfig) -> None:
     """Checks that need the whole sweep: the metric is one a trial reports, the search can
     express the space, integer keys get integer distributions, every listed value gives a
-    valid trial config, ASHA's grace period fits its max_t, and ``checkpoint_epochs`` are
-    evaluation epochs."""
+    valid trial config (a range's two bounds too, through the same checks as base values),
+    data-parallel workers each get two images, ASHA's grace period fits its max_t, and
+    ``checkpoint_epochs`` are evaluation epochs."""
     from fetalgan.evaluation import metric_source
 
     try:
@@ -726,6 +733,19 @@ def _check_whole_sweep(cfg: SweepConfig) -> None:
                 with_overrides(cfg.base, {key: value})
             except ConfigError as err:
                 raise ConfigError(f"{path}[{i}]: {err}") from None
+        if kind in ("uniform", "loguniform", "randint"):  # both ends: the values it can draw
+            for i, bound in enumerate(args):
+                try:
+                    with_overrides(cfg.base, {key: bound})
+                except ConfigError as err:
+                    raise ConfigError(f"{path}[{i}]: {err}") from None
+    size = cfg.base.data.size
+    if cfg.workers_per_trial > 1 and "data.size" not in cfg.space and size is not None:
+        if size // cfg.workers_per_trial < 2:  # each rank steps on its shard, batch_size each
+            raise ConfigError(
+                f"workers_per_trial: {cfg.workers_per_trial} data-parallel workers share "
+                f"base.data.size {size} images, fewer than 2 per worker (a step needs two)"
+            )
     if cfg.scheduler.kind == "asha":
         max_t = max_epochs(cfg) if cfg.scheduler.max_t is None else cfg.scheduler.max_t
         if cfg.scheduler.grace_period > max_t:

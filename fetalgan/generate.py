@@ -18,16 +18,20 @@ if TYPE_CHECKING:
 def load_generator(checkpoint: str | Path, device: str = "auto"):
     """``(networks, cfg)`` from a fetalgan checkpoint, in eval mode on ``device``."""
     from fetalgan import models
-    from fetalgan.checkpoint import load_checkpoint
+    from fetalgan.checkpoint import load_checkpoint, load_networks, require
     from fetalgan.config import train_config_from_dict
     from fetalgan.devices import pick_device
 
     state = load_checkpoint(checkpoint)
-    cfg = train_config_from_dict(state["config"])
+    require(state, checkpoint, ("config", "networks"))
+    try:
+        cfg = train_config_from_dict(state["config"])
+    except ValueError as err:
+        raise ValueError(f"{checkpoint}: config: {err}") from None
     networks = models.build(cfg)
     target = pick_device(device if device != "auto" else cfg.device)
-    for name, net in networks.items():
-        net.load_state_dict(state["networks"][name])
+    load_networks(networks, state, checkpoint)
+    for net in networks.values():
         net.to(target).eval()
     return networks, cfg
 
@@ -86,17 +90,23 @@ def generate(
     out_dir: str | Path,
     *,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> list[Path]:
     """Write ``n`` images ``out_dir/img_00000.png ...`` at the model's resolution, and
     ``out_dir/grid.png`` (the first 64). The same checkpoint and seed give the same images,
-    whatever the batch size."""
+    whatever the batch size (default: the evaluation's, ``train.sampling_batch_size``)."""
     from fetalgan.images import GRID_NAME, write_grid, write_images
+    from fetalgan.train import sampling_batch_size
 
-    _check_counts(n, batch_size)
+    _check_counts(n, 1 if batch_size is None else batch_size)
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(
+            f"--out {out_dir}: exists and is not a folder; give a folder for the images"
+        )
     networks, cfg = load_generator(checkpoint, device)
+    batch_size = batch_size or sampling_batch_size(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []

@@ -99,3 +99,106 @@ def test_with_overrides_validates():
     assert cfg.lr_g == 1e-3 and cfg.data.size == 5
     with pytest.raises(ConfigError, match="resolution"):
         with_overrides(TrainConfig(), {"resolution": 100})
+
+
+# ---- bad input that used to pass (and fail mid-sweep, or train nothing) ---------------------
+
+SPACE_SWEEP = """
+name: s
+search: {kind: random}
+base: {resolution: 32, data: {kind: phantom, size: 10, phantom_n: 40}, batch_size: 4}
+space:
+  %s
+"""
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ("lr_g: {uniform: [-1, 1]}", r"space\.lr_g\.uniform\[0\]: lr_g: must be > 0, got -1"),
+        ("lr_d: {uniform: [0.0, 1.0e-3]}", r"space\.lr_d\.uniform\[0\]: lr_d: must be > 0"),
+        ("real_label: {uniform: [0.5, 1.5]}", r"space\.real_label\.uniform\[1\]: real_label"),
+        ("data.size: {randint: [2, 50]}", r"space\.data\.size\.randint\[1\]: data\.size: 50 is"),
+        ("batch_size: {randint: [1, 8]}", r"space\.batch_size\.randint\[0\]: batch_size: must"),
+        ("data.augment.rotate_deg: {uniform: [0, 270]}", r"rotate_deg\.uniform\[1\]: .*0\.\.180"),
+    ],
+)
+def test_space_bounds_get_the_checks_of_base_values(tmp_path, space, message):
+    path = write(tmp_path, SPACE_SWEEP % space)
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(path)
+
+
+def test_space_bounds_inside_the_valid_range_load(tmp_path):
+    path = write(tmp_path, SPACE_SWEEP % "data.size: {randint: [2, 40]}")
+    assert load_sweep(path).space["data.size"] == {"randint": [2, 40]}
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "1", "0.5"])
+def test_reduction_factor_must_be_finite_and_above_one(tmp_path, value):
+    path = write(tmp_path, f"name: r\nscheduler: {{kind: asha, reduction_factor: {value}}}\n")
+    with pytest.raises(ConfigError, match=r"scheduler\.reduction_factor: must be a finite number"):
+        load_sweep(path)
+
+
+def test_batch_size_below_two_is_refused(tmp_path, capsys):
+    path = write(tmp_path, "name: b\nbase: {resolution: 32, batch_size: 1}\n")
+    with pytest.raises(ConfigError, match=r"base\.batch_size: must be >= 2 .* got 1"):
+        load_sweep(path)
+    with pytest.raises(ConfigError, match=r"batch_size: must be >= 2"):
+        load_train(path)
+    bare = write(tmp_path, "resolution: 32\n", "t.yaml")
+    assert main(["train", str(bare), "--set", "batch_size=1"]) == 2
+    assert "t.yaml: batch_size: must be >= 2" in capsys.readouterr().err
+
+
+def test_data_parallel_workers_each_need_two_images(tmp_path):
+    text = "name: d\nworkers_per_trial: 4\nbase: {resolution: 32, data: {size: %d}}\n"
+    with pytest.raises(ConfigError, match=r"workers_per_trial: 4 .* base\.data\.size 7 images"):
+        load_sweep(write(tmp_path, text % 7))
+    assert load_sweep(write(tmp_path, text % 8, "ok.yaml")).workers_per_trial == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"name: x\nbase: [1, 2]\n", "base: expected a mapping, got [1, 2]"),
+        (b"name: x\nbase: 3\n", "base: expected a mapping, got 3"),
+        (b"name: \xff\xfe x\n", "not UTF-8 text"),
+    ],
+)
+def test_malformed_sweep_files_are_one_line_errors_naming_the_file(
+    tmp_path, capsys, content, message
+):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    for command in (["sweep", str(path)], ["train", str(path)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"fetalgan: error: {path}: ") and message in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_compile_is_refused_for_tbgan_with_r1(tmp_path):
+    """torch.compile'd modules refuse the double backward of tbgan's R1 penalty: refused at
+    load, not an hour into a GPU job; without R1, or for other kinds, compile loads."""
+    text = "name: c\nbase: {resolution: 32, model: %s, compile: true%s}\n"
+    with pytest.raises(ConfigError, match=r"base\.compile: tbgan's R1 penalty .*double backward"):
+        load_sweep(write(tmp_path, text % ("tbgan", "")))
+    no_r1 = load_sweep(write(tmp_path, text % ("tbgan", ", tbgan: {r1_gamma: 0}"), "r1.yaml"))
+    assert no_r1.base.compile
+    assert load_sweep(write(tmp_path, text % ("dcgan", ""), "d.yaml")).base.compile
+
+
+def test_fractional_gpu_with_data_parallel_is_refused(tmp_path):
+    text = "name: g\nworkers_per_trial: %d\nresources: {cpu: 1, gpu: %s}\nbase: {resolution: 32}\n"
+    with pytest.raises(ConfigError, match=r"resources\.gpu: 0\.5 per worker .* whole GPU each"):
+        load_sweep(write(tmp_path, text % (2, "0.5")))
+    assert load_sweep(write(tmp_path, text % (2, "1"), "a.yaml")).resources.gpu == 1
+    assert load_sweep(write(tmp_path, text % (1, "0.25"), "b.yaml")).resources.gpu == 0.25
+
+
+def test_eval_batch_size_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match=r"eval_batch_size: must be > 0"):
+        with_overrides(TrainConfig(), {"eval_batch_size": 0})
+    assert with_overrides(TrainConfig(), {"eval_batch_size": 8}).eval_batch_size == 8

@@ -77,6 +77,15 @@ def write_sweep(tmp_path: Path, name: str, base: dict, **fields) -> Path:
     return path
 
 
+def assert_one_state_per_trial(exp_dir: Path) -> None:
+    """Disk retention: at most one Tune checkpoint per trial, and no checkpoint file anywhere
+    else under the experiment (no staged, queued or trainer-side copies left)."""
+    for trial_dir in exp_dir.glob("trial_*"):
+        assert len(list(trial_dir.glob("checkpoint_*"))) <= 1, trial_dir
+    stray = [p for p in exp_dir.rglob("*.pt") if not p.parent.name.startswith("checkpoint_")]
+    assert not stray, stray
+
+
 def children(store: str, name: str) -> list:
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name(name)
@@ -267,7 +276,12 @@ def test_crash_restarts_into_the_same_run_and_nan_fails_alone(tmp_path, ray_inst
         failed = by_case[key]
         assert failed.info.status == "FAILED"
         assert "non-finite loss" in failed.data.tags["error"]
+        # Not retried (max_failures 1 would allow one): it would diverge the same way again.
+        assert failed.data.tags.get("restarts", "0") == "0", failed.data.tags
+    seen = list((tmp_path / "rr" / "faults" / "nonfinite").glob("*.seen"))
+    assert len(seen) == 2  # the driver took each diverged trial off the retry list
     assert summary["num_errors"] == 2
+    assert_one_state_per_trial(tmp_path / "rr" / "faults")  # after a crash and a restart
 
 
 @pytest.mark.slow
@@ -291,12 +305,38 @@ def test_data_parallel_trial_on_two_cpu_workers(tmp_path, ray_instance):
     assert train_run.name.startswith("ddp_")
 
 
+@pytest.mark.slow
+def test_data_parallel_trial_with_an_uneven_split_finishes(tmp_path, ray_instance):
+    """data.size 99 on 2 workers at batch 16: the ranks used to take 4 and 3 steps, one waited
+    in DDP's gradient all-reduce while the other was in the loss all-reduce, and gloo aborted
+    the trial (NCCL hangs). Equal shards: both take 3 steps per epoch and the trial finishes."""
+    data = {**tiny_base(tmp_path)["data"], "size": 99, "phantom_n": 99}
+    base = tiny_base(tmp_path, epochs=2, batch_size=16, data=data)
+    path = write_sweep(tmp_path, "uneven", base, workers_per_trial=2, max_failures=0)
+    summary = run_sweep(path, storage=tmp_path / "rr", tracking=False)
+    assert summary["num_trials"] == 1 and summary["num_errors"] == 0
+
+
+def test_sweep_asking_for_gpus_the_cluster_lacks_stops_before_fit(tmp_path, ray_instance, capsys):
+    """resources.gpu 1 on a Ray cluster without GPUs used to wait forever at "0/0 GPUs"; now
+    `fetalgan sweep` stops at once (exit 2) saying why, before any experiment is written."""
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    base = tiny_base(tmp_path, device="auto")
+    path = write_sweep(tmp_path, "nogpu", base, resources={"cpu": 1, "gpu": 1})
+    storage = tmp_path / "rr"
+    argv = ["sweep", str(path), "--storage", str(storage), "--tracking-uri", store]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "fetalgan: error: resources.gpu: a trial asks for 1 GPU(s)" in err
+    assert "the Ray cluster has 0" in err and "--gpus-per-node" in err
+    assert not (storage / "nogpu").exists()
+
+
 def sweep_command(path, tmp_path, store, *extra, env=None) -> subprocess.Popen:
     """`fetalgan sweep` in a subprocess (its own Ray); output goes to a log file (a pipe
     nobody reads while the test polls could fill up and stall the driver)."""
     env = {
         **os.environ,
-        "RAY_AUTH_MODE": "disabled",
         "FETALGAN_CACHE": str(tmp_path / "cache"),
         **(env or {}),
     }
@@ -378,6 +418,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     for run in runs:
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "lbpv_l1"))
         assert steps == [1, 2, 3, 4, 5, 6]
+    assert_one_state_per_trial(tmp_path / "rr" / "resume")  # after an interruption and resume
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ class TrialSpec:
     gpu: float = 0.0
     ddp_storage: str = ""  # Ray Train storage of data-parallel trials
     parent_run_id: str | None = None  # the sweep's MLflow parent run
+    experiment_dir: str = ""  # the Tune experiment on the shared storage (non-finite markers)
 
 
 STAGE_DIR = "staging"  # in a trial's directory: the checkpoint being handed to Tune
@@ -171,27 +172,37 @@ def sweep_trial(config: dict, spec: TrialSpec) -> None:
     run of it when ``workers_per_trial > 1``)."""
     from ray import tune
 
+    from fetalgan.sweep import nonfinite
+
     context = tune.get_context()
     trial_id = context.get_trial_id()
     trial_dir = Path(context.get_trial_dir())
     cfg = trial_config(spec.base, config, spec.encoded)  # the one build of this trial's config
     # Stored in every checkpoint: which sweep, trial and MLflow parent run it belongs to.
     extra = {"trial_id": trial_id, "sweep": spec.name, "mlflow_parent_run_id": spec.parent_run_id}
-    if spec.workers_per_trial > 1:
-        _data_parallel_trial(cfg, spec, trial_id, trial_dir, extra)
-        return
-    if spec.gpu == 0:
-        _set_threads(spec.cpu)
-    _run(
-        cfg,
-        spec,
-        resume=_restore_to(tune.get_checkpoint(), trial_dir / "restored"),
-        run_dir=trial_dir / "run",
-        stage_root=trial_dir / STAGE_DIR,
-        report_fn=tune.report,
-        checkpoint_cls=tune.Checkpoint,
-        extra=extra,
-    )
+    diverged = nonfinite.marker(spec.experiment_dir, trial_id) if spec.experiment_dir else None
+    if diverged is not None:
+        nonfinite.refuse_restart(diverged)  # a diverged trial is not run again
+    try:
+        if spec.workers_per_trial > 1:
+            _data_parallel_trial(cfg, spec, trial_id, trial_dir, extra)
+            return
+        if spec.gpu == 0:
+            _set_threads(spec.cpu)
+        _run(
+            cfg,
+            spec,
+            resume=_restore_to(tune.get_checkpoint(), trial_dir / "restored"),
+            run_dir=trial_dir / "run",
+            stage_root=trial_dir / STAGE_DIR,
+            report_fn=tune.report,
+            checkpoint_cls=tune.Checkpoint,
+            extra=extra,
+        )
+    except Exception as err:
+        if diverged is not None:
+            nonfinite.record(diverged, err)
+        raise
 
 
 def _data_parallel_trial(
