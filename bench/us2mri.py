@@ -13,8 +13,9 @@ row scores the US input itself against the MR truth: the floor any translator mu
 Writes a Markdown table to stdout, ``--json`` the numbers, ``--triplets`` a PNG of
 US input / us2mri / CycleGAN / MR truth rows for the first held-out heads.
 
-Usage: ``python bench/us2mri.py [--steps 400] [--resolution 64] [--batch 8] [--n-eval 64]
-[--threads 2] [--json us2mri.json] [--triplets docs/us2mri_triplets.png]``.
+Usage: ``python bench/us2mri.py [--steps 150] [--resolution 64] [--batch 8] [--width 12]
+[--n-train 100] [--n-eval 32] [--threads 2] [--json us2mri.json]
+[--triplets docs/us2mri_triplets.png]``.
 """
 
 from __future__ import annotations
@@ -88,12 +89,12 @@ def held_out(cfg: TrainConfig, n: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=400, help="optimiser steps per variant")
+    parser.add_argument("--steps", type=int, default=150, help="optimiser steps per variant")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--width", type=int, default=16, help="network widths (all variants)")
-    parser.add_argument("--n-train", type=int, default=200, help="US heads (and MR heads)")
-    parser.add_argument("--n-eval", type=int, default=64, help="held-out heads scored")
+    parser.add_argument("--width", type=int, default=12, help="network widths (all variants)")
+    parser.add_argument("--n-train", type=int, default=100, help="US heads (and MR heads)")
+    parser.add_argument("--n-eval", type=int, default=32, help="held-out heads scored")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write the numbers here")
     parser.add_argument("--triplets", help="write input / us2mri / cyclegan / truth rows here")
