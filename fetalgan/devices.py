@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+# The oldest NVIDIA driver (Linux) each CUDA major version of a torch build runs on.
+MIN_DRIVER = {"12": "525.60.13", "13": "580"}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -46,3 +49,55 @@ def pick_device(name: str = "auto") -> torch.device:
             f"(cuda:0..cuda:{count - 1})"
         )
     return device
+
+
+def cuda_problem() -> str | None:
+    """Why torch cannot use a GPU here, in words (None when it can): the torch build's CUDA
+    version and the error CUDA's initialisation gives (no driver, a driver older than the
+    build needs, no visible device)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    built = torch.version.cuda
+    if built is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    try:
+        torch.cuda.init()
+        reason = "torch.cuda.is_available() is False"
+    except (RuntimeError, AssertionError) as err:
+        reason = str(err).strip().splitlines()[0]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    shown = "unset" if visible is None else repr(visible)
+    driver = MIN_DRIVER.get(built.split(".")[0])
+    needs = f"driver >= {driver}" if driver else "a driver that supports it"
+    return (
+        f"torch {torch.__version__} is built for CUDA {built} and cannot use a GPU here: "
+        f"{reason} (CUDA_VISIBLE_DEVICES {shown}). CUDA {built} needs an NVIDIA {needs}: "
+        "compare `nvidia-smi`, or install the torch build that matches the driver "
+        "(README, GPUs: make install CUDA=cu126)"
+    )
+
+
+def trial_device(name: str, gpus: float) -> str:
+    """The device a sweep trial (or data-parallel worker) trains on, from its config's
+    ``device`` and the GPUs Ray gave it (``resources.gpu``): with no GPU it is ``cpu`` even
+    where CUDA is visible (Ray no longer hides GPUs from zero-GPU tasks); with one it is
+    ``cuda``, and a trial that cannot use it fails at once (:func:`cuda_problem`) instead of
+    training on the CPU. ``ValueError`` when ``device`` contradicts ``gpus``."""
+    if gpus <= 0:
+        if name not in ("auto", "cpu"):
+            raise ValueError(
+                f"device: {name!r} but the trial's resources.gpu is 0 (Ray gave it no GPU); "
+                "use device auto or cpu, or resources.gpu > 0"
+            )
+        return "cpu"
+    if name == "cpu":
+        raise ValueError(
+            f"device: 'cpu' but resources.gpu is {gpus:g}: the trial would hold a GPU it never "
+            "uses; set resources.gpu: 0 or device auto"
+        )
+    problem = cuda_problem()
+    if problem is not None:
+        raise RuntimeError(f"resources.gpu is {gpus:g} but {problem}")
+    return str(pick_device("cuda" if name == "auto" else name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fetalgan.devices import pick_device
+from fetalgan.devices import cuda_problem, pick_device, trial_device
 
 
 @pytest.fixture
@@ -48,3 +48,50 @@ def test_missing_gpu_index_is_a_value_error(two_gpus):
 def test_unknown_name_lists_the_choices(name):
     with pytest.raises(ValueError, match=r"device: .*expected auto, cpu, cuda or cuda:N"):
         pick_device(name)
+
+
+# ---- a sweep trial's device: from its resources, not from what CUDA shows -----------------
+
+
+@pytest.mark.parametrize("name", ["auto", "cpu"])
+def test_zero_gpu_trial_is_on_cpu_even_where_cuda_is_visible(two_gpus, name):
+    """Ray 2.60 leaves CUDA visible to zero-GPU tasks: resources.gpu 0 must still mean CPU."""
+    assert trial_device(name, 0) == "cpu"
+
+
+def test_gpu_trial_is_on_cuda(two_gpus):
+    assert trial_device("auto", 1) == "cuda"
+    assert trial_device("cuda", 0.25) == "cuda"
+
+
+def test_gpu_trial_without_usable_cuda_fails_naming_the_driver_and_build(no_cuda, monkeypatch):
+    """Not a silent fallback to the CPU: the message names the torch build's CUDA version, the
+    driver it needs and CUDA's own reason."""
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+
+    def no_driver():
+        raise RuntimeError("The NVIDIA driver on your system is too old (found version 12040).")
+
+    monkeypatch.setattr(torch.cuda, "init", no_driver)
+    with pytest.raises(RuntimeError) as info:
+        trial_device("auto", 1)
+    message = str(info.value)
+    assert "resources.gpu is 1" in message and "built for CUDA 13.0" in message
+    assert "driver >= 580" in message and "too old (found version 12040)" in message
+    assert "nvidia-smi" in message and "make install CUDA=" in message
+
+
+def test_cuda_problem_on_this_machine():
+    """The real answer here: None where torch can use a GPU, else a reason naming the build."""
+    problem = cuda_problem()
+    if torch.cuda.is_available():
+        assert problem is None
+    else:
+        assert problem.startswith(f"torch {torch.__version__} is ")
+
+
+def test_device_contradicting_the_resources_is_a_value_error(two_gpus):
+    with pytest.raises(ValueError, match=r"device: 'cuda' but the trial's resources\.gpu is 0"):
+        trial_device("cuda", 0)
+    with pytest.raises(ValueError, match=r"device: 'cpu' but resources\.gpu is 1"):
+        trial_device("cpu", 1)

@@ -152,3 +152,41 @@ def progress_reporter(cfg: SweepConfig):
 def base_dict(cfg: SweepConfig) -> dict[str, Any]:
     """The sweep's base config as plain data, what trials are built from."""
     return to_dict(cfg.base)
+
+
+def check_resources(
+    cfg: SweepConfig,
+    cluster: dict[str, float],
+    nodes: list[dict[str, float]] | None = None,
+) -> None:
+    """``ValueError`` when no trial of the sweep could ever start on this Ray cluster (Tune
+    would otherwise wait forever, e.g. at "0/0 GPUs"). ``cluster``: Ray's
+    ``cluster_resources()``; ``nodes``: each live node's resources, when known (one trial, or
+    one data-parallel worker, must fit on one node)."""
+    workers = cfg.workers_per_trial
+    need = {"CPU": cfg.resources.cpu, "GPU": cfg.resources.gpu}
+    who = "a trial" if workers == 1 else f"each of a trial's {workers} data-parallel workers"
+    hints = {
+        "CPU": "lower resources.cpu, or give the job more CPUs (sbatch --cpus-per-task)",
+        "GPU": "on Slurm submit with --gpus-per-node=N (the job log says what each node "
+        "offers), or set resources.gpu: 0 to train on CPUs",
+    }
+    for key, amount in need.items():
+        total = cluster.get(key, 0.0)
+        if amount > 0 and amount * workers > total + 1e-9:
+            raise ValueError(
+                f"resources.{key.lower()}: {who} asks for {amount:g} {key}(s), "
+                f"{amount * workers:g} a trial, but the Ray cluster has {total:g}; no trial "
+                f"could ever start. {hints[key]}"
+            )
+    if nodes and not any(
+        all(node.get(key, 0.0) + 1e-9 >= amount for key, amount in need.items() if amount > 0)
+        for node in nodes
+    ):
+        offered = "; ".join(
+            f"{node.get('CPU', 0.0):g} CPUs, {node.get('GPU', 0.0):g} GPUs" for node in nodes
+        )
+        raise ValueError(
+            f"resources: {who} asks for {need['CPU']:g} CPUs and {need['GPU']:g} GPUs on one "
+            f"node, but no node has that much (nodes: {offered}); no trial could ever start"
+        )
