@@ -26,6 +26,7 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
         "eval_n": 16,
         "eval_metrics": [],
         "precision": "fp32",
+        "device": "cpu",  # the bit-exact tests are CPU tests (GPU: a tolerance, see below)
     }
     return with_overrides(TrainConfig(), base | overrides)
 
@@ -162,3 +163,110 @@ def test_objective_metric_must_be_computed(tmp_path):
     cfg = tiny_config(tmp_path, eval_metrics=["lbpv"])
     with pytest.raises(ValueError, match="'kid_mean' needs 'kid' in eval_metrics"):
         train(cfg, run_dir=tmp_path / "r", progress=False, objective=Objective("kid_mean"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_resume_on_gpu_matches_within_tolerance(tmp_path):
+    """The GPU variant of test_resume_is_exact: with deterministic kernels, 2 epochs straight
+    and 1 + resumed 1 agree within a tolerance (cuDNN/cuBLAS are not bit-exact by contract)."""
+    cfg = tiny_config(tmp_path, device="cuda", deterministic=True)
+    train(cfg, run_dir=tmp_path / "straight", progress=False)
+    train(with_overrides(cfg, {"epochs": 1}), run_dir=tmp_path / "first", progress=False)
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    train(cfg, resume=last, run_dir=tmp_path / "resumed", progress=False)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    for name in ("generator", "discriminator"):
+        for key, tensor in a["networks"][name].items():
+            torch.testing.assert_close(tensor, b["networks"][name][key], rtol=1e-4, atol=1e-5)
+
+
+def test_deterministic_is_set_per_run(tmp_path):
+    """``deterministic`` sets torch's switch for the run; the next run without it clears it
+    (a reused trial process must not inherit it)."""
+    try:
+        cfg = tiny_config(tmp_path, epochs=1, deterministic=True)
+        train(cfg, run_dir=tmp_path / "d", progress=False)
+        assert torch.are_deterministic_algorithms_enabled()
+        train(tiny_config(tmp_path, epochs=1), run_dir=tmp_path / "n", progress=False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_auto_precision_takes_only_native_bf16_on_cuda(monkeypatch):
+    """A pre-Ampere GPU emulates bf16 (torch's default answer counts emulation): ``auto``
+    stays fp32 there; an explicit ``bf16`` is honoured."""
+    from fetalgan.train import autocast_dtype
+
+    def emulated_only(including_emulation=True):
+        return including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulated_only)
+    cuda = torch.device("cuda")  # only the device object: nothing runs on it
+    assert autocast_dtype("auto", cuda) is None
+    assert autocast_dtype("bf16", cuda) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert autocast_dtype("auto", cuda) is torch.bfloat16
+
+
+def test_sampling_batch_size_by_resolution():
+    from fetalgan.train import sampling_batch_size
+
+    sizes = {
+        r: sampling_batch_size(with_overrides(TrainConfig(), {"resolution": r}))
+        for r in (32, 64, 128, 256)
+    }
+    assert sizes == {32: 256, 64: 256, 128: 64, 256: 16}
+    assert sampling_batch_size(with_overrides(TrainConfig(), {"eval_batch_size": 5})) == 5
+
+
+@pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16"
+)
+def test_evaluation_samples_in_eval_batches_under_the_training_autocast(tmp_path, monkeypatch):
+    dcgan = models.family("dcgan")
+    real_decode = dcgan.decode
+    seen = []
+
+    def recording_decode(networks, z, cfg):
+        seen.append((z.shape[0], torch.is_autocast_enabled("cpu")))
+        return real_decode(networks, z, cfg)
+
+    monkeypatch.setattr(dcgan, "decode", recording_decode)
+    cfg = tiny_config(tmp_path, epochs=1, eval_n=20, eval_batch_size=8, precision="bf16")
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    assert seen == [(8, True), (8, True), (4, True)]
+    seen.clear()
+    train(with_overrides(cfg, {"precision": "fp32"}), run_dir=tmp_path / "fp32", progress=False)
+    assert [autocast for _, autocast in seen] == [False, False, False]
+
+
+def test_best_is_weights_only_and_cannot_be_resumed(tmp_path):
+    """best.pt keeps what generate needs (networks, config), not optimiser or RNG state; a
+    resume from it is refused with a message saying what to resume from; last.pt resumes."""
+    from fetalgan.checkpoint import is_full
+
+    cfg = tiny_config(tmp_path, epochs=1, eval_metrics=["lbpv"])
+    train(cfg, run_dir=tmp_path / "r", progress=False)
+    best = load_checkpoint(tmp_path / "r" / "checkpoints" / "best.pt")
+    last = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert not is_full(best) and is_full(last)
+    assert "optimizers" not in best and "rng" not in best
+    assert best["networks"].keys() == last["networks"].keys()
+    assert_same_weights(best["networks"]["generator"], last["networks"]["generator"])
+    best_size = (tmp_path / "r" / "checkpoints" / "best.pt").stat().st_size
+    assert best_size < 0.6 * (tmp_path / "r" / "checkpoints" / "last.pt").stat().st_size
+    with pytest.raises(ValueError, match="holds weights only .* resume from"):
+        train(
+            with_overrides(cfg, {"epochs": 2}),
+            resume=tmp_path / "r" / "checkpoints" / "best.pt",
+            run_dir=tmp_path / "again",
+            progress=False,
+        )
+    from fetalgan.generate import generate
+
+    assert (
+        len(generate(tmp_path / "r" / "checkpoints" / "best.pt", 3, tmp_path / "g", progress=False))
+        == 3
+    )

@@ -19,6 +19,7 @@ weights file it used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -288,6 +289,23 @@ def load_fid_network(
     return model, sha256_file(path)
 
 
+@contextlib.contextmanager
+def exact_fp32():
+    """Inside: fp32 convolutions and matmuls in full IEEE precision on every device (cuDNN and
+    cuBLAS TF32 off, no reduced-precision fp32 matmul on the CPU); after: the settings as they
+    were. PyTorch turns cuDNN TF32 on by default, so without this FID features on a GPU come
+    from different arithmetic than the cached real statistics computed on a CPU."""
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    matmul = torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")  # also cuBLAS's allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.set_float32_matmul_precision(matmul)
+
+
 def _as_uint8_images(images) -> torch.Tensor:
     """``(N, 1, H, W)`` or ``(N, H, W)`` uint8 tensor/array -> ``(N, 1, H, W)`` uint8 tensor."""
     tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
@@ -313,7 +331,7 @@ def extract_features(
     """Inception features of ``(N, 1, H, W)`` (or ``(N, H, W)``) uint8 images -> ``(N, dims)`` float64.
 
     Pixels are scaled by 1/255 in float32, as pytorch-fid's ``ToTensor`` does. Batched, under
-    ``torch.inference_mode``; ``device`` defaults to the model's. On a CPU the network sees at
+    ``torch.inference_mode`` and :func:`exact_fp32` (no TF32 on any device); ``device`` defaults to the model's. On a CPU the network sees at
     most :data:`CPU_BATCH` images at a time (faster there than large batches). ``precision="bf16"`` runs the
     network under bf16 autocast: faster on CPUs with AMX/AVX512-BF16 but features move by ~1.5 %,
     so use it only to rank trials, never for a reported FID.
@@ -334,7 +352,7 @@ def extract_features(
         bar = tqdm(total=n, desc=desc, unit="img", leave=False)
     if device.type == "cpu":
         batch_size = min(batch_size, CPU_BATCH)
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_fp32():
         for start in range(0, n, batch_size):
             batch = images[start : start + batch_size].to(device, non_blocking=True)
             batch = batch.float().div_(255.0)

@@ -16,11 +16,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fetalgan.config import EVAL_METRICS as TRAINING_METRICS  # the one list of them
 from fetalgan.files import atomic_write
+
+if TYPE_CHECKING:
+    from fetalgan.metrics.frechet import FrechetReference
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,19 @@ class RealStats:
     feature_dim: int  # d
     weights_sha256: str  # sha256 of the FID weights file the features came from
     images_sha256: str  # sha256 of the (N, 1, H, W) uint8 image bytes and their shape
+    # The reference's part of the Fréchet distance (mean, trace, covariance factor), computed
+    # once with the statistics: an evaluation then pays one eigenvalue solve at most
+    frechet: FrechetReference | None = None
+
+
+def frechet_part(stats: RealStats) -> FrechetReference:
+    """The :class:`~fetalgan.metrics.frechet.FrechetReference` of ``stats``: from the features
+    themselves when N <= d (the Gram form: nothing to factorise), else from mu and sigma."""
+    from fetalgan.metrics.frechet import frechet_reference, reference_from_features
+
+    if stats.n <= stats.feature_dim:
+        return reference_from_features(stats.features)
+    return frechet_reference(stats.mu, stats.sigma, n=stats.n)
 
 
 def images_digest(images) -> str:
@@ -65,10 +82,19 @@ def stats_path(
 
 
 def _save_stats(stats: RealStats, path: Path) -> None:
+    # The Fréchet factor is kept when it is not the features themselves (N > d: a d x d
+    # Cholesky or eigendecomposition factor, the one cubic step of a distance to this set).
+    factor = {}
+    if stats.frechet is not None and stats.n > stats.feature_dim:
+        factor = {
+            "frechet_factor": stats.frechet.factor,
+            "frechet_triangular": np.bool_(stats.frechet.triangular),
+        }
     atomic_write(
         path,
         lambda f: np.savez(
             f,
+            **factor,
             features=stats.features,
             mu=stats.mu,
             sigma=stats.sigma,
@@ -86,7 +112,7 @@ def _load_stats(path: Path) -> RealStats | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as f:
-            return RealStats(
+            stats = RealStats(
                 features=f["features"],
                 mu=f["mu"],
                 sigma=f["sigma"],
@@ -96,6 +122,19 @@ def _load_stats(path: Path) -> RealStats | None:
                 weights_sha256=str(f["weights_sha256"]),
                 images_sha256=str(f["images_sha256"]),
             )
+            if stats.n <= stats.feature_dim:
+                stats.frechet = frechet_part(stats)  # the centred features: no solve
+            elif "frechet_factor" in f.files:
+                from fetalgan.metrics.frechet import FrechetReference
+
+                stats.frechet = FrechetReference(
+                    mu=stats.mu,
+                    trace=float(np.trace(stats.sigma)),
+                    factor=f["frechet_factor"],
+                    triangular=bool(f["frechet_triangular"]),
+                    n=stats.n,
+                )
+            return stats
     except (OSError, ValueError, KeyError, EOFError) as err:
         log.warning("%s: unreadable statistics cache entry, recomputing it (%s)", path, err)
         return None
@@ -130,7 +169,7 @@ def compute_real_statistics(
     if features.shape[0] < 2:
         raise ValueError(f"real statistics need at least 2 images, got {features.shape[0]}")
     mu, sigma = mean_and_covariance(features)
-    return RealStats(
+    stats = RealStats(
         features=features.astype(np.float32),
         mu=mu,
         sigma=sigma,
@@ -140,6 +179,8 @@ def compute_real_statistics(
         weights_sha256=weights_sha256,
         images_sha256=images_sha256 or images_digest(images),
     )
+    stats.frechet = frechet_part(stats)
+    return stats
 
 
 def _cached_real_statistics(
@@ -165,6 +206,9 @@ def _cached_real_statistics(
             and stats.feature_dim == dims
         ):
             log.info("real statistics from cache %s", path)
+            if stats.frechet is None:  # an entry written before the factor was kept
+                stats.frechet = frechet_part(stats)
+                _save_stats(stats, path)
             return stats
         log.warning("%s: cached statistics are for other images or weights; recomputing", path)
     stats = compute_real_statistics(
@@ -237,7 +281,8 @@ class TrainingMetrics:
     Loads the FID network once and the reference statistics from the cache (computing them on
     a miss; the cache key is :func:`reference_key`, a digest of the images). Calling it with
     ``(N, 1, H, W)`` uint8 fake images returns plain floats/ints for the requested
-    ``metrics``: ``fid`` (Gram form, see ``fid_from_features``, ``dims``-d features),
+    ``metrics``: ``fid`` (``dims``-d features, against the reference's cached Fréchet part:
+    see ``fid_to_reference``),
     ``kid_mean``, ``kid_std``; ``lbpv_l1``, ``lbpv_l2``, ``lbpv_v8``, ``lbpv_v20``,
     ``lbpv_v143``, ``lbpv_v240``; ``mi_normalised`` (scikit-image's normalised mutual
     information, 1..2) and ``mi_bits`` (raw mutual information in bits), ``psnr`` (dB) and
@@ -318,7 +363,7 @@ class TrainingMetrics:
 
     def __call__(self, fake_images) -> dict[str, float]:
         """Metrics of ``(N, 1, H, W)`` uint8 fake images against the real set."""
-        from fetalgan.metrics.frechet import fid_from_features, kid
+        from fetalgan.metrics.frechet import fid_to_reference, kid
         from fetalgan.metrics.image import as_grey_array, lbpv, lbpv_distance
         from fetalgan.metrics.inception import extract_features
 
@@ -336,7 +381,7 @@ class TrainingMetrics:
             )
             real_features = self.real.features
             if "fid" in self.metrics:
-                out.update(fid_from_features(real_features, fake_features))
+                out.update(fid_to_reference(self.real.frechet, fake_features))
             if "kid" in self.metrics:
                 out.update(
                     kid(

@@ -171,3 +171,37 @@ def test_weights_file_sha256(tmp_path):
     path = Path(tmp_path / "f.bin")
     path.write_bytes(b"abc")
     assert sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_features_are_extracted_without_tf32_and_the_settings_come_back():
+    """cuDNN TF32 is on by default in PyTorch: FID features must not depend on it (nor on a
+    reduced fp32 matmul precision) on any device; the caller's settings are restored."""
+    from fetalgan.metrics.inception import extract_features
+
+    class Recorder(torch.nn.Module):
+        dims = 2
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(
+                (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+            )
+            return x.mean(dim=(2, 3)).repeat(1, 2) * self.scale
+
+    before = (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    try:
+        model = Recorder()
+        images = torch.zeros(6, 1, 8, 8, dtype=torch.uint8)
+        assert extract_features(images, model, batch_size=2).shape == (6, 2)
+        assert model.seen and set(model.seen) == {(False, "highest")}
+        assert torch.backends.cudnn.allow_tf32 is True
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.backends.cudnn.allow_tf32 = before[0]
+        torch.set_float32_matmul_precision(before[1])

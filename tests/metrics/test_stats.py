@@ -23,7 +23,7 @@ def test_real_statistics_are_cached_and_the_second_call_is_a_hit(
         reals, key="blobs32", weights=str(fid_weights_path), cache_dir=str(tmp_path)
     )
     path = stats_path("blobs32", first.weights_sha256, 2048, str(tmp_path))
-    assert path == tmp_path / "stats" / f"blobs32-{first.weights_sha256[:12]}-2048.npz"
+    assert path == tmp_path / "stats" / f"blobs32-{first.weights_sha256[:12]}-2048-fp32.npz"
     assert path.is_file()
     with np.load(path, allow_pickle=False) as f:  # plain arrays only
         assert f["features"].shape == (12, 2048)
@@ -134,3 +134,89 @@ def test_lbpv_alone_needs_no_network(reals, monkeypatch):
 def test_unknown_training_metric_is_rejected(reals):
     with pytest.raises(ValueError, match="nmi.*'fid', 'kid', 'lbpv', 'mi', 'psnr', 'ssim'"):
         TrainingMetrics(reals, key="k", metrics=["nmi"])
+
+
+def test_feature_precision_is_part_of_the_cache_key(reals, fid_weights_path, tmp_path):
+    """bf16 features are other numbers: their own cache entry, never the fp32 one's."""
+    fp32 = real_statistics(
+        reals, key="blobs32", weights=str(fid_weights_path), cache_dir=str(tmp_path), dims=64
+    )
+    bf16 = real_statistics(
+        reals,
+        key="blobs32",
+        weights=str(fid_weights_path),
+        cache_dir=str(tmp_path),
+        dims=64,
+        precision="bf16",
+    )
+    sha = fp32.weights_sha256[:12]
+    names = sorted(p.name for p in (tmp_path / "stats").iterdir())
+    assert names == [f"blobs32-{sha}-64-bf16.npz", f"blobs32-{sha}-64-fp32.npz"]
+    assert not np.array_equal(fp32.features, bf16.features)
+
+
+def _stats_of(features: np.ndarray, images):
+    from fetalgan.metrics import stats
+    from fetalgan.metrics.frechet import mean_and_covariance
+
+    mu, sigma = mean_and_covariance(features)
+    return stats.RealStats(
+        features=features.astype(np.float32),
+        mu=mu,
+        sigma=sigma,
+        lbpv=np.full(256, 1 / 256),
+        n=features.shape[0],
+        feature_dim=features.shape[1],
+        weights_sha256="0" * 64,
+        images_sha256=stats.images_digest(images),
+    )
+
+
+def test_the_reference_frechet_factor_is_cached_with_the_statistics(reals, tmp_path):
+    """N > d: the Cholesky factor is saved beside mu and sigma; an entry written without it
+    gets it on its first read (and keeps it); the distances from it match pytorch-fid's."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from fetalgan.metrics import stats
+    from fetalgan.metrics.frechet import fid_to_reference, mean_and_covariance
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((40, 16)) @ rng.standard_normal((16, 16)) + 1.0
+    path = stats.stats_path("k", "0" * 64, 16, str(tmp_path))
+    old = _stats_of(features, reals)  # no frechet part: as an older cache entry
+    stats._save_stats(old, path)
+    with np.load(path) as f:
+        assert "frechet_factor" not in f.files
+
+    def no_network():
+        raise AssertionError("the FID network was loaded on a cache hit")
+
+    common = dict(key="k", weights_sha256="0" * 64, dims=16, cache_dir=str(tmp_path))
+    common |= dict(get_model=no_network, batch_size=8, device="cpu", progress=False)
+    loaded = stats._cached_real_statistics(reals, **common)
+    assert loaded.frechet is not None and loaded.frechet.triangular
+    with np.load(path) as f:
+        np.testing.assert_array_equal(f["frechet_factor"], loaded.frechet.factor)
+    again = stats._cached_real_statistics(reals, **common)
+    np.testing.assert_array_equal(again.frechet.factor, loaded.frechet.factor)
+    fake = rng.standard_normal((30, 16)) + 1.2
+    expected = calculate_frechet_distance(
+        *mean_and_covariance(features), *mean_and_covariance(fake)
+    )
+    assert fid_to_reference(again.frechet, fake)["fid"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_few_reference_images_keep_no_extra_factor(reals, tmp_path):
+    """N <= d: the factor is the centred features themselves, rebuilt on read, not stored."""
+    from fetalgan.metrics import stats
+
+    features = np.random.default_rng(1).standard_normal((12, 64))
+    entry = _stats_of(features, reals)
+    entry.frechet = stats.frechet_part(entry)
+    path = tmp_path / "entry.npz"
+    stats._save_stats(entry, path)
+    with np.load(path) as f:
+        assert "frechet_factor" not in f.files
+    loaded = stats._load_stats(path)
+    assert loaded.frechet.factor.shape == (64, 12)
+    np.testing.assert_allclose(loaded.frechet.factor, entry.frechet.factor, rtol=1e-6)
