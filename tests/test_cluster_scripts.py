@@ -4,6 +4,7 @@ top. (They run for real under Slurm in tests/e2e.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -344,3 +345,73 @@ def test_server_warns_when_open_to_the_network_without_auth(tmp_path, args, warn
     result, _ = recorded_server(tmp_path, *args, MLFLOW_AUTH_ADMIN_PASSWORD="pw")
     assert result.returncode == 0, result.stderr
     assert ("warning: --host" in result.stderr and "without --auth" in result.stderr) == warned
+
+
+# ---- the srun steps' options, recorded -------------------------------------------------------
+# The real Slurm of tests/e2e has no GPUs, so how the script passes a job's GPUs to its steps is
+# checked here with recorders standing in for `srun` and `scontrol`: they log the command
+# line (and the GPU variables srun would read) and exit. The CPU side runs for real in
+# tests/e2e/test_slurm.py.
+
+RECORDING_SRUN = """#!/bin/bash
+{ python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"; echo "SLURM_GPUS=${SLURM_GPUS-unset} SLURM_GPUS_PER_TASK=${SLURM_GPUS_PER_TASK-unset}"; } >>"$SRUN_LOG"
+"""
+FAKE_SCONTROL = """#!/bin/bash
+[[ $1 == show && $2 == hostnames ]] && { echo "$SLURMD_NODENAME"; exit 0; }
+exit 1
+"""
+
+
+def recorded_step(tmp_path, **slurm_env) -> tuple[list[str], str, str]:
+    """Run the script with the recorders; the head step's argv, the GPU variables its srun saw,
+    and the job's stdout."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("srun", RECORDING_SRUN), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\n")
+    log = tmp_path / "srun.log"
+    env = {
+        "SLURM_JOB_ID": "77",
+        "SLURMD_NODENAME": "n1",
+        "SLURM_JOB_NODELIST": "n1",
+        "SLURM_CPUS_PER_TASK": "4",
+        "FETALGAN_VENV": str(REPO / ".venv"),
+        "FETALGAN_RAY_WAIT": "0",  # the recorded head "exits" at once: stop waiting for it
+        "SRUN_LOG": str(log),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        **slurm_env,
+    }
+    result = run(RAY_CLUSTER, str(sweep), env=env, cwd=tmp_path)
+    assert result.returncode != 0 and "Ray head on n1" in result.stdout, result.stderr
+    argv_line, gpu_vars = log.read_text().splitlines()[:2]
+    return json.loads(argv_line), gpu_vars, result.stdout
+
+
+def test_steps_get_the_jobs_cpus_and_no_gpus_when_the_job_has_none(tmp_path):
+    argv, _, stdout = recorded_step(tmp_path)
+    options = argv[: argv.index("-w")]
+    assert options == ["--export=ALL", "--nodes=1", "--ntasks=1", "--cpus-per-task=4"]
+    ray = argv[argv.index("ray") :]
+    assert "--num-cpus=4" in ray and "--num-gpus=0" in ray  # a node's GPUs outside the job
+    assert "4 CPUs per node, no GPUs (the job has none)" in stdout
+
+
+def test_steps_get_the_gpus_per_node_and_ray_counts_them(tmp_path):
+    argv, _, stdout = recorded_step(
+        tmp_path, SLURM_GPUS_PER_NODE="a100:2", SLURM_GPUS_ON_NODE="2", SLURM_JOB_GPUS="0,1"
+    )
+    assert "--cpus-per-task=4" in argv and "--gpus-per-node=a100:2" in argv
+    ray = argv[argv.index("ray") :]
+    assert not [a for a in ray if a.startswith("--num-gpus")]  # from CUDA_VISIBLE_DEVICES
+    assert "GPUs as its step sees them" in stdout
+
+
+def test_job_wide_gpu_counts_are_not_a_one_node_steps_request(tmp_path):
+    """`sbatch --gpus=8 --nodes=2`: srun would read SLURM_GPUS=8 as the request of a one-node
+    step; the script leaves it out so each step gets the job's GPUs on its own node."""
+    argv, gpu_vars, _ = recorded_step(tmp_path, SLURM_GPUS="8", SLURM_GPUS_ON_NODE="4")
+    assert gpu_vars == "SLURM_GPUS=unset SLURM_GPUS_PER_TASK=unset"
+    assert not [a for a in argv if a.startswith(("--gpus", "--gres", "--num-gpus"))]

@@ -34,6 +34,11 @@ def test_smoke_sweep_under_sbatch(slurm_single, workdir, e2e_cache, fetalgan_bin
     job = sbatch_wait(slurm_single, workdir, [CPUS, str(SCRIPT), str(SMOKE)], env)
     assert job.returncode == 0, job.describe()
     assert "Ray cluster up: 1 nodes" in job.log, job.describe()
+    # The Ray step ran with the job's CPUs (srun >= 22.05 does not take --cpus-per-task from
+    # the job by itself) and says what the node offers; the job asked for no GPU.
+    node = slurm_single.nodes[0]
+    assert f"node {node} offers Ray 2 CPUs and 0 GPUs" in job.log, job.describe()
+    assert "no GPUs (the job has none)" in job.log, job.describe()
     assert ray_leftovers(job.job_id) == [], "Ray processes outlived the job"
 
     tracking_uri = env["MLFLOW_TRACKING_URI"]
@@ -148,3 +153,9 @@ def test_usr1_requeues_and_resumes(slurm_single, workdir, e2e_cache):
     assert "exists: resuming it" in job.log, job.describe()
     assert ray_leftovers(job_id) == []
     _check_resumed(env, finished)
+    # Disk after a requeue: one Tune checkpoint per trial, no other copy of a state.
+    exp_dir = Path(env["FETALGAN_STORAGE"]) / "resume"
+    for trial_dir in exp_dir.glob("trial_*"):
+        assert len(list(trial_dir.glob("checkpoint_*"))) <= 1, trial_dir
+    stray = [p for p in exp_dir.rglob("*.pt") if not p.parent.name.startswith("checkpoint_")]
+    assert not stray, stray
