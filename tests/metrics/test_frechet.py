@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 from pytorch_fid.fid_score import calculate_frechet_distance as pytorch_fid_frechet
 
+from fetalgan.metrics import frechet
 from fetalgan.metrics.frechet import (
     fid_from_features,
+    fid_to_reference,
     frechet_distance,
+    frechet_distance_to,
+    frechet_reference,
     kid,
     mean_and_covariance,
+    reference_from_features,
     trace_sqrt_product,
 )
 
@@ -85,6 +90,94 @@ def test_agrees_with_pytorch_fid_from_features(n_real, n_fake, d):
     assert fid_from_features(real, fake)["fid"] == pytest.approx(reference, abs=1e-3)
     # and the covariance route gives the same number, singular matrices included
     assert frechet_distance(mu_r, s_r, mu_f, s_f) == pytest.approx(reference, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("n_real", "n_fake", "d"),
+    [
+        (300, 200, 64),  # both covariances positive definite: Cholesky reference
+        (300, 40, 64),  # fakes fewer than d: singular values of the projected fakes
+        (200, 500, 96),
+    ],
+)
+def test_cached_reference_agrees_with_pytorch_fid_to_1e6(n_real, n_fake, d):
+    """The cached path against pytorch-fid's formula (scipy sqrtm), relative 1e-6."""
+    real = correlated_features(n_real, d, seed=4)
+    fake = correlated_features(n_fake, d, seed=5, shift=0.3, scale=1.2)
+    (mu_r, s_r), (mu_f, s_f) = mean_and_covariance(real), mean_and_covariance(fake)
+    expected = pytorch_fid_frechet(mu_r, s_r, mu_f, s_f)
+    reference = frechet_reference(mu_r, s_r)
+    assert frechet_distance_to(reference, mu_f, s_f) == pytest.approx(expected, rel=1e-6)
+    from_features = reference_from_features(real)
+    result = fid_to_reference(from_features, fake)
+    assert result["fid"] == pytest.approx(expected, rel=1e-6)
+    assert (result["n_real"], result["n_fake"], result["feature_dim"]) == (n_real, n_fake, d)
+
+
+def dense_frechet(mu1, s1, mu2, s2) -> float:
+    """The formula written out with eigendecompositions: tr sqrt(sqrt(S1) S2 sqrt(S1))."""
+    w, v = np.linalg.eigh(s1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(root @ s2 @ root)
+    diff = mu1 - mu2
+    return float(
+        diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(inner, 0, None)).sum()
+    )
+
+
+@pytest.mark.parametrize(("n_real", "n_fake"), [(30, 40), (30, 300), (20, 10)])
+def test_cached_reference_of_few_samples_matches_the_dense_formula(n_real, n_fake):
+    """Fewer reference samples than dimensions (a singular covariance, where sqrtm is itself
+    inaccurate): the Gram-form reference against the formula written out densely."""
+    d = 64
+    real = correlated_features(n_real, d, seed=6)
+    fake = correlated_features(n_fake, d, seed=7, shift=0.2)
+    (mu_r, s_r), (mu_f, s_f) = mean_and_covariance(real), mean_and_covariance(fake)
+    expected = dense_frechet(mu_r, s_r, mu_f, s_f)
+    reference = reference_from_features(real)
+    assert reference.factor.shape == (d, n_real)  # no d x d matrix of the reference
+    assert fid_to_reference(reference, fake)["fid"] == pytest.approx(expected, rel=1e-7)
+    assert frechet_distance_to(reference, mu_f, s_f) == pytest.approx(expected, rel=1e-7)
+    # a semi-definite covariance given as a matrix: the eigendecomposition-based factor
+    semi = frechet_reference(mu_r, s_r)
+    assert not semi.triangular and semi.factor.shape[1] <= n_real
+    assert frechet_distance_to(semi, mu_f, s_f) == pytest.approx(expected, rel=1e-7)
+
+
+def test_a_distance_to_a_cached_reference_factorises_nothing_of_it(monkeypatch):
+    """Per evaluation: no Cholesky or eigendecomposition of the reference, and exactly one
+    symmetric eigenvalue solve of size d (at full covariance)."""
+    d = 48
+    real = correlated_features(400, d, seed=8)
+    fake = correlated_features(300, d, seed=9, shift=0.1)
+    mu_f, s_f = mean_and_covariance(fake)
+    reference = reference_from_features(real)
+    expected = frechet_distance(*mean_and_covariance(real), mu_f, s_f)
+    sizes = []
+    solve = frechet._symmetric_eigvalsh
+
+    def counted(m):
+        sizes.append(m.shape)
+        return solve(m)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the reference was factorised again")
+
+    monkeypatch.setattr(frechet, "_symmetric_eigvalsh", counted)
+    monkeypatch.setattr(frechet, "_cholesky_or_none", refuse)
+    monkeypatch.setattr(frechet.scipy.linalg, "eigh", refuse)
+    for _ in range(3):  # one reference, several evaluations
+        assert frechet_distance_to(reference, mu_f, s_f) == pytest.approx(expected, rel=1e-9)
+    assert sizes == [(d, d)] * 3
+    assert fid_to_reference(reference, fake)["fid"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_distance_to_a_reference_of_another_dimension_is_refused():
+    reference = frechet_reference(np.zeros(4), np.eye(4))
+    with pytest.raises(ValueError, match="reference has d = 4"):
+        frechet_distance_to(reference, np.zeros(3), np.eye(3))
+    with pytest.raises(ValueError, match="same d"):
+        fid_to_reference(reference, np.zeros((5, 3)))
 
 
 def test_trace_sqrt_product_is_symmetric_and_matches_eigenvalues():
