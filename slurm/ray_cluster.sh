@@ -42,7 +42,9 @@
 # a random token made per job and kept in a private directory (mktemp, mode 0700) removed at
 # the end; every srun step gets it through the environment (never on a command line), so a
 # client without it (anyone else on the cluster network) is refused by the head.
-# Each Ray node's temp dir is made with mktemp on that node and removed when its step ends.
+# Each node's Ray temp dir lies in a directory of an unguessable name (mktemp's), created
+# exclusively with mode 0700 on that node (Ray makes its own temp dir world-writable), and
+# removed on every node when the job ends.
 # Set by Slurm: SLURM_JOB_ID, SLURM_JOB_NODELIST, SLURM_JOB_NUM_NODES, SLURMD_NODENAME,
 # SLURM_CPUS_PER_TASK, SLURM_RESTART_COUNT, and whichever of SLURM_GPUS_ON_NODE, SLURM_JOB_GPUS,
 # SLURM_GPUS_PER_NODE, SLURM_GPUS, SLURM_GPUS_PER_TASK the job's GPU request sets; in each
@@ -148,11 +150,15 @@ fi
 STEP_PIDS=()
 DRIVER_PID=
 PRIVATE=
+RAY_TMP=
 cleanup() {
     trap - EXIT USR1 TERM
     [[ -n $DRIVER_PID ]] && kill -TERM "$DRIVER_PID" 2>/dev/null
     ((${#STEP_PIDS[@]})) && kill -TERM "${STEP_PIDS[@]}" 2>/dev/null
     wait 2>/dev/null
+    # Slurm ends a killed step with SIGKILL: the Ray temp dirs go in one more step per node.
+    [[ -n $RAY_TMP ]] && timeout 60 srun --export=ALL --nodes="${SLURM_JOB_NUM_NODES:-1}" \
+        --ntasks-per-node=1 bash -c 'rm -rf -- "$1"-*' rm-ray "$RAY_TMP" 2>/dev/null || true
     [[ -n $PRIVATE ]] && rm -rf -- "$PRIVATE"
     return 0
 }
@@ -197,21 +203,24 @@ head_ip() { # the head's address on the network the other nodes reach
 HEAD_IP=$(head_ip)
 [[ -n $HEAD_IP ]] || die "no IPv4 address for the Ray head${FETALGAN_RAY_IFACE:+ on interface $FETALGAN_RAY_IFACE (FETALGAN_RAY_IFACE)}"
 export RAY_ADDRESS=$HEAD_IP:$RAY_PORT
-# One Ray node per step. Its temp dir is made by mktemp on that node (short: Ray's AF_UNIX
-# socket paths under it must stay within 107 characters) and removed when the step ends.
+# One Ray node per step, its temp dir in RAY_TMP-N (N: the node's place in the job): short
+# (Ray's AF_UNIX socket paths under it must stay within 107 characters), random, made by
+# mkdir on the node (which fails if it exists).
+RAY_TMP=/tmp/ray-$SLURM_JOB_ID.$(mktemp -u XXXXXXXXXX)
 read -r -d '' NODE_STEP <<'EOF' || true
-tmp=$(mktemp -d "/tmp/ray-$1.XXXXXX") || exit 1
+mkdir -m 700 -- "$1" || exit 1
+tmp=$1
 shift
 trap 'rm -rf -- "$tmp"' EXIT
 trap 'exit 143' TERM INT
 gpus=$(tr ',' '\n' <<<"${CUDA_VISIBLE_DEVICES:-}" | grep -c . || true)
 echo "ray_cluster.sh: node ${SLURMD_NODENAME:-$(hostname -s)} offers Ray ${SLURM_CPUS_PER_TASK:-?} CPUs and $gpus GPUs (CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-})"
-"$@" --temp-dir="$tmp"
+"$@" --temp-dir="$tmp/r"
 EOF
 ray_step() { # ray_step NODE RAY-START-OPTIONS...: a blocking Ray node as one Slurm step
     local node=$1
     shift
-    srun --export=ALL "${STEP_OPTIONS[@]}" -w "$node" bash -c "$NODE_STEP" ray-node "$SLURM_JOB_ID" \
+    srun --export=ALL "${STEP_OPTIONS[@]}" -w "$node" bash -c "$NODE_STEP" ray-node "$RAY_TMP-${#STEP_PIDS[@]}" \
         "${RUN[@]}" ray start --block --num-cpus="$CPUS" "${RAY_GPUS[@]}" --disable-usage-stats "$@" &
     STEP_PIDS+=($!)
 }

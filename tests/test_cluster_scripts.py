@@ -157,7 +157,8 @@ case $1 in
 start)
     { printf ray; printf ' %q' "$@"; echo; } >>"$REC/commands"
     tmp=${!#}
-    stat -c '%a %n' "${tmp#--temp-dir=}" >>"$REC/tempdirs"
+    tmp=${tmp#--temp-dir=}
+    stat -c '%a %n' "${tmp%/r}" >>"$REC/tempdirs"
     env | grep -E '^RAY_(AUTH|ADDRESS)' | sort >"$REC/env-ray-$$"
     touch "$REC/joined-$$"
     exec sleep 300 ;;
@@ -208,6 +209,7 @@ def recorded_job(tmp_path: Path, nodes: list[str], **env: str):
         "SLURM_JOB_ID": job_id,
         "SLURMD_NODENAME": nodes[0],
         "SLURM_JOB_NODELIST": ",".join(nodes),
+        "SLURM_JOB_NUM_NODES": str(len(nodes)),
         "FAKE_NODELIST": " ".join(nodes),
         "FAKE_PEER": "10.1.2.3",
         "FETALGAN_VENV": str(venv_bin.parent),
@@ -229,13 +231,13 @@ def test_ray_nodes_and_driver_share_a_per_job_token(tmp_path):
     assert result.returncode == 0, result.stderr
     commands = (rec / "commands").read_text().splitlines()
     sruns = [c for c in commands if c.startswith("srun ")]
-    assert len(sruns) == 2 and all("--export=ALL" in c for c in sruns), sruns
+    assert len(sruns) == 3 and all("--export=ALL" in c for c in sruns), sruns  # 2 nodes, rm
     driver = _env_file(rec / "env-driver")
     token = driver["RAY_AUTH_TOKEN"]
     assert driver["RAY_AUTH_MODE"] == "token" and re.fullmatch(r"[0-9a-f]{64}", token), driver
     # Every srun step and every `ray start` got the same token, through the environment only.
     seen = [_env_file(p) for p in rec.glob("env-*")]
-    assert len(seen) == 5  # 2 srun, 2 ray start, 1 driver
+    assert len(seen) == 6  # 3 srun (2 Ray nodes, the clean-up), 2 ray start, 1 driver
     assert all(e["RAY_AUTH_MODE"] == "token" and e["RAY_AUTH_TOKEN"] == token for e in seen)
     assert not any(token in c for c in commands), "the token appeared on a command line"
     assert token not in result.stdout + result.stderr
@@ -247,17 +249,27 @@ def test_ray_nodes_and_driver_share_a_per_job_token(tmp_path):
     assert again.returncode == 0 and _env_file(rec2 / "env-driver")["RAY_AUTH_TOKEN"] != token
 
 
-def test_ray_temp_dirs_are_private_per_node_and_removed(tmp_path):
+def test_ray_temp_dirs_are_private_and_removed_on_every_node(tmp_path):
+    """Ray makes its --temp-dir world-writable: it lies inside a 0700 directory whose random
+    name no other job can guess; each node creates that directory itself (exclusively) and a
+    last step per node removes it (Slurm SIGKILLs a killed step's own clean-up)."""
     result, rec, job_id = recorded_job(tmp_path, ["n1", "n2"])
     assert result.returncode == 0, result.stderr
-    starts = [c for c in (rec / "commands").read_text().splitlines() if c.startswith("ray start")]
+    commands = (rec / "commands").read_text().splitlines()
+    starts = [c for c in commands if c.startswith("ray start")]
     assert len(starts) == 2
-    temp_dirs = [c.split()[-1].removeprefix("--temp-dir=") for c in starts]
-    assert all(re.fullmatch(rf"/tmp/ray-{job_id}\.\w{{6}}", d) for d in temp_dirs), temp_dirs
-    assert len(set(temp_dirs)) == 2  # one mktemp per node, not a name every node can guess
-    modes = dict(line.split()[::-1] for line in (rec / "tempdirs").read_text().splitlines())
-    assert set(modes) == set(temp_dirs) and set(modes.values()) == {"700"}
-    assert not any(Path(d).exists() for d in temp_dirs), "a Ray temp dir outlived its step"
+    temp_dirs = sorted(c.split()[-1].removeprefix("--temp-dir=") for c in starts)
+    prefix = temp_dirs[0][: -len("-0/r")]
+    assert re.fullmatch(rf"/tmp/ray-{job_id}\.\w{{10}}", prefix), temp_dirs
+    assert temp_dirs == [f"{prefix}-0/r", f"{prefix}-1/r"]  # one per node (/tmp may be shared)
+    parents = sorted(line.split()[1] for line in (rec / "tempdirs").read_text().splitlines())
+    assert parents == [f"{prefix}-0", f"{prefix}-1"]
+    assert {line.split()[0] for line in (rec / "tempdirs").read_text().splitlines()} == {"700"}
+    (cleanup,) = [c for c in commands if c.startswith("srun") and " rm-ray " in c]
+    assert "--nodes=2" in cleanup and "--ntasks-per-node=1" in cleanup and cleanup.endswith(prefix)
+    assert not any(Path(p).exists() for p in parents), "a Ray temp dir outlived the job"
+    _, rec2, _ = recorded_job(tmp_path / "next", ["n1", "n2"])
+    assert prefix not in (rec2 / "commands").read_text()  # another name for the next job
 
 
 def test_head_address_is_the_one_routing_to_the_other_nodes(tmp_path):

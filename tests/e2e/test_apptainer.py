@@ -77,7 +77,7 @@ def test_commands_run_through_apptainer_exec(slurm_single, workdir, e2e_cache, e
     starts = [c for c in middle if c[:2] == ["ray", "start"]]
     assert [c[:-1] for c in starts] == [head]
     # Last: the node's own temp dir, made by mktemp in the step (outside the image).
-    assert re.fullmatch(rf"--temp-dir=/tmp/ray-{job.job_id}\.\w{{6}}", starts[0][-1]), starts
+    assert re.fullmatch(rf"--temp-dir=/tmp/ray-{job.job_id}\.\w{{10}}-0/r", starts[0][-1]), starts
     status = [c for c in middle if c[:2] != ["ray", "start"]]
     assert status and all(c == ["ray", "status", status[0][2]] for c in status), status
     assert status[0][2].startswith("--address=") and status[0][2].endswith(":6379")
