@@ -22,7 +22,10 @@ FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"  # the file a checkpoint directory holds (see resolve)
 FULL, WEIGHTS = "full", "weights"  # state["kind"]; checkpoints without it are full
 # What a weights checkpoint keeps of a full one.
-WEIGHTS_KEYS = ("model", "config", "epoch", "networks", "history", "objective", "best_value", "extra")
+# ``ema``: the averaged generator weights (fetalgan.ema), what sampling uses when present.
+WEIGHTS_KEYS = (
+    "model", "config", "epoch", "networks", "ema", "history", "objective", "best_value", "extra",
+)  # fmt: skip
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -108,3 +111,18 @@ def load_networks(networks: dict, state: dict[str, Any], path: str | Path) -> No
                 f"{path}: networks.{name}: another architecture than this config's "
                 f"(trained as {was or 'another model'}; {detail})"
             ) from None
+
+
+def load_sampling_weights(networks: dict, state: dict[str, Any], path: str | Path) -> None:
+    """Load what sampling uses into ``networks``: ``state["networks"]``, then the averaged
+    generator weights ``state["ema"]`` (see :mod:`fetalgan.ema`) over the networks they
+    average, when the checkpoint has them."""
+    load_networks(networks, state, path)
+    ema = state.get("ema")
+    if ema:
+        unknown = [name for name in ema["networks"] if name not in networks]
+        if unknown:
+            raise ValueError(
+                f"{path}: ema.{unknown[0]}: not a network of this model ({', '.join(networks)})"
+            )
+        load_networks({name: networks[name] for name in ema["networks"]}, ema, path)

@@ -193,6 +193,9 @@ class TrainConfig:
     lr_d: float = 2.0e-4  # discriminator Adam learning rate
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam betas
     weight_decay: float = 0.0  # Adam weight decay, both networks
+    # EMA of the generator's weights, used for samples, FID and generate; 0 = off; null = by
+    # model: off for dcgan (the paper's), 0.999 for ddpm, dsrgan and tbgan
+    ema_decay: float | None = None
     real_label: float = 1.0  # BCE target for real images; 0.9 = one-sided label smoothing
     nz: int = 100  # latent dimension
     ngf: int = 64  # generator width (channels of the last hidden layer)
@@ -424,6 +427,7 @@ def validate_train(cfg: TrainConfig, prefix: str = "") -> TrainConfig:
     for key in ("lr_g", "lr_d"):
         _positive(f"{p}{key}", getattr(cfg, key))
     _positive(f"{p}weight_decay", cfg.weight_decay, allow_zero=True)
+    _check_ema(cfg, p)
     _positive(f"{p}seed", cfg.seed, allow_zero=True)
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise ConfigError(f"{p}betas: expected two numbers in [0, 1), got {cfg.betas}")
@@ -435,6 +439,22 @@ def validate_train(cfg: TrainConfig, prefix: str = "") -> TrainConfig:
     _choice(f"{p}precision", cfg.precision, PRECISIONS)
     _choice(f"{p}device", cfg.device, DEVICES)
     return cfg
+
+
+def _check_ema(cfg: TrainConfig, p: str) -> None:
+    """``ema_decay``: in [0, 1), and only for a model whose generator can be averaged."""
+    from fetalgan.models import GENERATORS
+
+    decay = cfg.ema_decay
+    if decay is None:
+        return
+    if not 0 <= decay < 1 or not math.isfinite(decay):
+        raise ConfigError(f"{p}ema_decay: must be in [0, 1) (0 = off, e.g. 0.999), got {decay}")
+    if decay > 0 and cfg.model not in GENERATORS:
+        raise ConfigError(
+            f"{p}ema_decay: model {cfg.model} has no generator to average; EMA is for "
+            f"{', '.join(GENERATORS)} (set 0 or null)"
+        )
 
 
 def _check_selection(data: DataConfig, path: str, phantom_path: str) -> None:

@@ -119,7 +119,10 @@ class Evaluation:
     reference_n: int | None = None  # images in the real reference set (eval_reference)
     reference_key: str | None = None  # digest of the reference images (statistics cache key)
     weights_sha256: str | None = None  # FID Inception weights
-    eval_seconds: float = 0.0
+    eval_seconds: float = 0.0  # sampling the fakes and computing the metrics
+    train_seconds: float = 0.0  # the training epochs since the previous evaluation
+    # the run's evaluation time over its evaluation + training time, up to this evaluation
+    eval_fraction: float | None = None
     objective: Objective = field(default_factory=Objective)
     best_value: float | None = None
     is_best: bool = False
@@ -129,13 +132,15 @@ class Evaluation:
 
     def metrics(self) -> dict[str, float]:
         """Every number to plot against epoch: losses, metric values, ``best_<metric>``,
-        ``eval_seconds``, ``n_fake``, ``n_real``, ``feature_dim`` (finite values only)."""
+        ``eval_seconds``, ``train_seconds``, ``eval_fraction``, ``n_fake``, ``n_real``,
+        ``feature_dim`` (finite values only)."""
         out: dict[str, float] = {**self.losses, **self.values}
         if self.best_value is not None:
             out[self.objective.best_key] = self.best_value
         out["eval_seconds"] = self.eval_seconds
+        out["train_seconds"] = self.train_seconds
         out["n_fake"] = self.n_fake
-        for key in ("n_real", "feature_dim"):
+        for key in ("n_real", "feature_dim", "eval_fraction"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return {k: float(v) for k, v in out.items() if is_number(v)}
@@ -154,3 +159,15 @@ class Evaluation:
         data = dict(data)
         data["objective"] = Objective(**data.get("objective", {}))
         return cls(**data)
+
+
+def eval_fraction(records: Iterable[dict[str, Any]]) -> float | None:
+    """The share of a run's time spent evaluating: the sum of ``eval_seconds`` over the sum
+    of ``eval_seconds + train_seconds`` of ``records`` (a run's history, as
+    :meth:`Evaluation.to_dict` gives them); None before any time was recorded."""
+    evaluating = training = 0.0
+    for record in records:
+        evaluating += record.get("eval_seconds") or 0.0
+        training += record.get("train_seconds") or 0.0
+    total = evaluating + training
+    return evaluating / total if total > 0 else None

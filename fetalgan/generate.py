@@ -16,9 +16,11 @@ if TYPE_CHECKING:
 
 
 def load_generator(checkpoint: str | Path, device: str = "auto"):
-    """``(networks, cfg)`` from a fetalgan checkpoint, in eval mode on ``device``."""
+    """``(networks, cfg)`` from a fetalgan checkpoint, in eval mode on ``device``; the
+    generators hold the checkpoint's averaged (EMA) weights when it has them, the weights
+    training sampled and scored."""
     from fetalgan import models
-    from fetalgan.checkpoint import load_checkpoint, load_networks, require
+    from fetalgan.checkpoint import load_checkpoint, load_sampling_weights, require
     from fetalgan.config import train_config_from_dict
     from fetalgan.devices import pick_device
 
@@ -30,7 +32,7 @@ def load_generator(checkpoint: str | Path, device: str = "auto"):
         raise ValueError(f"{checkpoint}: config: {err}") from None
     networks = models.build(cfg)
     target = pick_device(device if device != "auto" else cfg.device)
-    load_networks(networks, state, checkpoint)
+    load_sampling_weights(networks, state, checkpoint)  # the EMA generator when it has one
     for net in networks.values():
         net.to(target).eval()
     return networks, cfg

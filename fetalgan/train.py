@@ -24,7 +24,7 @@ from typing import Any
 
 from fetalgan.config import TrainConfig, to_dict
 from fetalgan.devices import pick_device
-from fetalgan.evaluation import Evaluation, Objective, metric_source
+from fetalgan.evaluation import Evaluation, Objective, eval_fraction, metric_source
 
 # Called after every evaluation; on rank 0 the Evaluation names the checkpoint file.
 Report = Callable[[Evaluation], None]
@@ -242,7 +242,10 @@ def train(
     steps) with averaged gradients and its own random stream (seed + rank; every rank's state
     is in rank 0's checkpoint); rank 0 evaluates and writes, every rank calls ``report``
     (others with an Evaluation of losses only). ``device`` overrides ``cfg.device`` (a sweep
-    trial's device follows the GPUs Ray gave it).
+    trial's device follows the GPUs Ray gave it). With ``ema_decay`` on (see
+    :mod:`fetalgan.ema`) evaluations sample the generator's moving average, and checkpoints
+    keep it beside the trained weights. Each evaluation records ``train_seconds`` and the
+    run's ``eval_fraction`` (time evaluating over time evaluating and training).
     """
     import torch
 
@@ -257,7 +260,7 @@ def train(
     from fetalgan.data import load_training_images
     from fetalgan.data.augment import augment_batch
     from fetalgan.images import write_grid
-    from fetalgan.models import family
+    from fetalgan.models import GENERATORS, ema_decay, family
 
     dist = torch.distributed
     distributed = dist.is_available() and dist.is_initialized()
@@ -327,6 +330,16 @@ def train(
     elif distributed:  # every rank its own latents, augmentations and noise (same weights)
         seed_everything(cfg.seed + rank)
 
+    # The generator's moving average (ema_decay): what evaluations sample. Rank 0 keeps it
+    # (the weights are the same on every rank); a resume continues the saved one.
+    ema = None
+    if is_main and ema_decay(cfg) > 0:
+        from fetalgan.ema import GeneratorEMA
+
+        ema = GeneratorEMA(networks, GENERATORS[cfg.model], ema_decay(cfg))
+        if state and state.get("ema"):
+            ema.load_state_dict(state["ema"], resume)
+
     wrapped = dict(networks)
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -370,7 +383,9 @@ def train(
     evaluation = Evaluation.from_dict(history[-1]) if history else Evaluation(epoch=start_epoch)
 
     # ---- the loop --------------------------------------------------------------------------
+    train_seconds = 0.0  # training time since the last evaluation (for eval_fraction)
     for epoch in range(start_epoch, cfg.epochs):
+        epoch_start = time.perf_counter()
         ctx.epoch = epoch  # 0-based; multi-stage families (dsrgan) switch on it
         for net in wrapped.values():
             net.train()
@@ -394,6 +409,8 @@ def train(
             if next_target is not None:  # translators: an unpaired batch of the second domain
                 ctx.target = next_target(idx.numel())
             loss_sums += model.train_step(wrapped, optimizers, real, cfg, ctx)
+            if ema is not None:
+                ema.update()
             steps += 1
         if steps == 0:  # the same on every rank (equal shards): no rank waits on another
             raise ValueError(
@@ -408,6 +425,7 @@ def train(
             dist.all_reduce(loss_sums)
             loss_sums, steps = loss_sums[:-1], loss_sums[-1]
         losses = (loss_sums / max(float(steps), 1.0)).tolist()  # the one host sync per epoch
+        train_seconds += time.perf_counter() - epoch_start
         done = epoch + 1
         named = dict(zip(model.LOSS_NAMES, losses, strict=True))
         if not all(math.isfinite(v) for v in losses):
@@ -434,7 +452,7 @@ def train(
         if is_main:
             t0 = time.perf_counter()
             fakes = sample_images(
-                networks,
+                networks if ema is None else ema.sampling_networks(networks),
                 cfg,
                 cfg.eval_n,
                 device,
@@ -454,6 +472,8 @@ def train(
                 evaluation.reference_n = evaluator.n_real
                 evaluation.reference_key = evaluator.reference_key
             evaluation.eval_seconds = time.perf_counter() - t0
+            evaluation.train_seconds, train_seconds = train_seconds, 0.0
+            evaluation.eval_fraction = eval_fraction([*history, evaluation.to_dict()])
             grid = run_dir / "samples" / f"epoch_{done:04d}.png"
             grid.parent.mkdir(parents=True, exist_ok=True)
             write_grid(fakes[:64], grid, nrow=8)
@@ -476,6 +496,7 @@ def train(
                 "epoch": done,
                 "networks": {n: net.state_dict() for n, net in networks.items()},
                 "optimizers": {n: opt.state_dict() for n, opt in optimizers.items()},
+                **({"ema": ema.state_dict()} if ema is not None else {}),
                 "rng": _rng_state(device),
                 "history": history,
                 "objective": None if objective is None else objective.metric,

@@ -45,3 +45,22 @@ def family(name: str) -> ModuleType:
 def build(cfg) -> dict:
     """The networks of ``cfg.model``, initialised, on the CPU, by name."""
     return family(cfg.model).build(cfg)
+
+
+# The networks ``decode`` samples from, by family: what ``ema_decay`` averages.
+GENERATORS = {
+    "dcgan": ("generator",),
+    "ddpm": ("unet",),
+    "tbgan": ("generator",),
+    "dsrgan": ("unet", "sr_generator"),
+}
+# ``ema_decay: null`` by family: off for the paper's DCGAN (its study sampled raw weights), on
+# for the diffusion and transformer families, which are trained and sampled with an average.
+DEFAULT_EMA_DECAY = {"ddpm": 0.999, "tbgan": 0.999, "dsrgan": 0.999}
+
+
+def ema_decay(cfg) -> float:
+    """The EMA decay of ``cfg``: ``cfg.ema_decay``, else the family's default; 0.0 = off."""
+    if cfg.ema_decay is not None:
+        return float(cfg.ema_decay)
+    return DEFAULT_EMA_DECAY.get(cfg.model, 0.0)

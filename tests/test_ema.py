@@ -1,0 +1,141 @@
+"""EMA of the generator's weights (``ema_decay``): the update, exact resume, what sampling,
+FID, checkpoints and ``generate`` use; and the per-evaluation time fraction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fetalgan.checkpoint import load_checkpoint, load_networks
+from fetalgan.config import ConfigError, TrainConfig, validate_train, with_overrides
+from fetalgan.ema import GeneratorEMA
+from fetalgan.evaluation import eval_fraction
+from fetalgan.generate import load_generator, sample_images_from
+from fetalgan.images import read_grey, write_grid
+from fetalgan.models import build, ema_decay
+from fetalgan.train import train
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    base = {
+        "resolution": 32,
+        "data.size": 24,
+        "data.phantom_n": 32,
+        "data.cache_dir": str(tmp_path / "cache"),
+        "batch_size": 8,
+        "ngf": 8,
+        "ndf": 8,
+        "nz": 16,
+        "epochs": 2,
+        "eval_every": 1,
+        "eval_n": 16,
+        "eval_metrics": [],
+        "precision": "fp32",
+        "device": "cpu",
+        "ema_decay": 0.9,
+    }
+    return with_overrides(TrainConfig(), base | overrides)
+
+
+def test_update_is_the_warmed_up_moving_average_and_copies_buffers():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = GeneratorEMA({"g": net}, ["g"], decay=0.99)
+    start = [p.detach().clone() for p in net.parameters()]
+    expected = [p.clone() for p in start]
+    for step in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)
+            net[1].running_mean.add_(0.5)
+        decay = min(0.99, (1 + step) / (10 + step))  # the warm-up: 0.1, 0.18, 0.25
+        assert ema.current_decay() == pytest.approx(decay)
+        ema.update()
+        current = [p.detach() for p in net.parameters()]
+        expected = [decay * e + (1 - decay) * c for e, c in zip(expected, current, strict=True)]
+    for avg, want in zip(ema.averaged["g"].parameters(), expected, strict=True):
+        torch.testing.assert_close(avg, want, rtol=1e-6, atol=1e-6)
+        assert not avg.requires_grad
+    assert torch.equal(ema.averaged["g"][1].running_mean, net[1].running_mean)
+    assert ema.steps == 3
+    # the trained network is untouched, and sampling swaps in the average only
+    assert all(torch.equal(p, s + 3) for p, s in zip(net.parameters(), start, strict=True))
+    sampling = ema.sampling_networks({"g": net, "d": "discriminator"})
+    assert sampling["g"] is ema.averaged["g"] and sampling["d"] == "discriminator"
+
+
+def test_defaults_by_model_and_checks():
+    assert ema_decay(TrainConfig(model="dcgan")) == 0.0  # the paper's DCGAN: raw weights
+    for model in ("ddpm", "dsrgan", "tbgan"):
+        assert ema_decay(TrainConfig(model=model)) == 0.999
+    assert ema_decay(TrainConfig(model="ddpm", ema_decay=0.0)) == 0.0
+    assert ema_decay(TrainConfig(model="dcgan", ema_decay=0.95)) == 0.95
+    with pytest.raises(ConfigError, match=r"ema_decay: must be in \[0, 1\)"):
+        validate_train(TrainConfig(ema_decay=1.0))
+    with pytest.raises(ConfigError, match="ema_decay: model cyclegan has no generator"):
+        validate_train(with_overrides(TrainConfig(), {"model": "cyclegan", "ema_decay": 0.9}))
+
+
+def test_resume_continues_the_average_exactly(tmp_path):
+    """2 epochs straight == 1 epoch, save, load, 1 more: the same EMA weights, bit for bit."""
+    cfg = tiny_config(tmp_path)
+    train(cfg, run_dir=tmp_path / "straight", progress=False)
+    train(with_overrides(cfg, {"epochs": 1}), run_dir=tmp_path / "first", progress=False)
+    first = tmp_path / "first" / "checkpoints" / "last.pt"
+    train(cfg, resume=first, run_dir=tmp_path / "resumed", progress=False)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert a["ema"]["steps"] == b["ema"]["steps"] == 2 * 3  # 24 images in batches of 8
+    assert a["ema"]["networks"].keys() == {"generator"}  # never the discriminator
+    for key, tensor in a["ema"]["networks"]["generator"].items():
+        assert torch.equal(tensor, b["ema"]["networks"]["generator"][key]), key
+    raw = a["networks"]["generator"]
+    averaged = a["ema"]["networks"]["generator"]
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw)  # checkpoints keep both
+
+
+def test_samples_best_checkpoint_and_generate_use_the_average(tmp_path):
+    cfg = tiny_config(tmp_path, eval_metrics=["lbpv"])
+    run = tmp_path / "run"
+    train(cfg, run_dir=run, progress=False)
+    last_file, best_file = run / "checkpoints" / "last.pt", run / "checkpoints" / "best.pt"
+    best = load_checkpoint(best_file)
+    assert best["kind"] == "weights" and "generator" in best["ema"]["networks"]
+    networks, loaded_cfg = load_generator(best_file, device="cpu")
+    for key, tensor in networks["generator"].state_dict().items():
+        assert torch.equal(tensor, best["ema"]["networks"]["generator"][key]), key
+
+    # the last evaluation's sample grid is the EMA generator's images, not the raw one's
+    seed, n = cfg.seed + 1_000_003, cfg.eval_n
+    grid = read_grey(run / "samples" / "epoch_0002.png")
+    networks, loaded_cfg = load_generator(last_file, device="cpu")
+    write_grid(sample_images_from(networks, loaded_cfg, n, seed=seed), tmp_path / "ema.png", 8)
+    assert (read_grey(tmp_path / "ema.png") == grid).all()
+    raw = build(loaded_cfg)
+    load_networks(raw, load_checkpoint(last_file), last_file)
+    for net in raw.values():
+        net.eval()
+    write_grid(sample_images_from(raw, loaded_cfg, n, seed=seed), tmp_path / "raw.png", 8)
+    assert not (read_grey(tmp_path / "raw.png") == grid).all()
+
+
+def test_without_ema_checkpoints_hold_no_average(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1, ema_decay=None)  # dcgan's default: off
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    assert "ema" not in load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+
+
+def test_each_evaluation_records_its_share_of_the_run_time(tmp_path):
+    records = []
+    cfg = tiny_config(tmp_path, epochs=3, eval_every=2, ema_decay=None)
+    train(cfg, report=records.append, run_dir=tmp_path / "run", progress=False)
+    assert [r.epoch for r in records] == [2, 3]
+    for i, record in enumerate(records):
+        assert record.train_seconds > 0 and record.eval_seconds > 0
+        history = [r.to_dict() for r in records[: i + 1]]
+        assert record.eval_fraction == pytest.approx(eval_fraction(history))
+        assert 0 < record.eval_fraction < 1
+        assert record.metrics()["eval_fraction"] == record.eval_fraction
+    assert eval_fraction([]) is None
+    assert eval_fraction([{"eval_seconds": 1.0, "train_seconds": 3.0}]) == 0.25
