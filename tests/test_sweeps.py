@@ -199,3 +199,37 @@ def test_empty_ray_address_counts_as_unset(monkeypatch):
     assert ray_address() is None
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert ray_address() == "10.0.0.1:6379"
+
+
+def test_demo_sweep_trains_its_promising_trials_long_enough_on_cheap_evaluations():
+    """The demo's calibration (DCGAN64, 256 phantoms, batch 32, lr 4e-4: fan and skull ring
+    after about 60 epochs): ASHA lets the promising trials reach that, its rungs fall on
+    evaluations, evaluations are cheap, and the reference is held out of training."""
+    from fetalgan.config import reference_data
+    from fetalgan.data.datasets import subset_order
+
+    cfg = load(Path(__file__).resolve().parents[1] / "sweeps" / "demo.yaml")
+    base, asha = cfg.base, cfg.scheduler
+    assert (base.model, base.resolution, base.data.size, base.batch_size) == ("dcgan", 64, 256, 32)
+    assert asha.kind == "asha" and cfg.search.kind == "optuna"
+    assert asha.max_t == base.epochs >= 60
+    rung, rungs = asha.grace_period, []
+    while rung < asha.max_t:
+        rungs.append(rung)
+        rung = round(rung * asha.reduction_factor)
+    assert len(rungs) >= 2 and all(r % base.eval_every == 0 for r in rungs)  # ASHA cuts
+    for key in ("lr_g", "lr_d"):
+        low, high = cfg.space[key]["loguniform"]
+        assert low <= 4e-4 <= high
+    assert base.fid_dims == 64 and base.eval_n <= 64  # a cheap evaluation
+    assert base.epochs // base.eval_every <= 8
+    trial = trial_config(to_dict(base), {"lr_g": 4e-4, "lr_d": 4e-4})
+
+    def chosen(data, seed):
+        order = subset_order(data.phantom_n, data.size, seed, order=data.order, skip=data.skip)
+        return set(order[: data.size or len(order)].tolist())
+
+    training = chosen(trial.data, trial.seed)
+    reference = chosen(reference_data(trial), trial.eval_reference.seed)
+    assert len(training) == 256 and len(reference) == 256
+    assert not training & reference  # never evaluated against its own training images
