@@ -9,19 +9,25 @@ what to read):
   phantom images at one resolution and batch size, each kind at its config defaults (widths
   from ``TrainConfig``), and the ratio to DCGAN.
 
+Each side runs once per round, for ``--pairs`` interleaved rounds (A B C A B C ...); ratios
+are taken within a round and printed as their median and range.
+
 Usage: ``python bench/generators.py [--resolution 64] [--batch 16] [--steps 5]
-[--widths 64,128,256,256] [--timesteps 1000] [--precision auto|fp32|bf16] [--threads N]``.
+[--widths 64,128,256,256] [--timesteps 1000] [--precision auto|fp32|bf16] [--threads N]
+[--pairs 3]``.
 On a GPU, ``--resolution 128 --batch 32`` is the study's diffusion stage.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from interleave import summary
 
 from fetalgan.config import TrainConfig, with_overrides
 from fetalgan.data import load_training_images
@@ -35,8 +41,9 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def sampling(cfg: TrainConfig, batch: int, device) -> dict[str, float]:
-    """Images/s of DDIM 40, DDIM 100 and the full DDPM chain for one batch of noise."""
+def sampling(cfg: TrainConfig, batch: int, device, pairs: int) -> dict[str, list[float]]:
+    """Images/s of DDIM 40, DDIM 100 and the full DDPM chain for one batch of noise, each
+    run once per round for ``pairs`` interleaved rounds."""
     unet = build(cfg)["unet"].to(device).eval()
     noise = ddpm.latents(batch, cfg, torch.Generator().manual_seed(0)).to(device)
     runs = {
@@ -46,15 +53,16 @@ def sampling(cfg: TrainConfig, batch: int, device) -> dict[str, float]:
             unet, noise, cfg, generator=torch.Generator(device).manual_seed(0)
         ),
     }
-    out = {}
+    out: dict[str, list[float]] = {name: [] for name in runs}
     with torch.inference_mode():
         ddpm.ddim_sample(unet, noise, cfg, steps=2)  # warm kernels
-        for name, run in runs.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            run()
-            _sync(device)
-            out[name] = batch / (time.perf_counter() - t0)
+        for _ in range(pairs):
+            for name, run in runs.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                run()
+                _sync(device)
+                out[name].append(batch / (time.perf_counter() - t0))
     return out
 
 
@@ -89,6 +97,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=1000, help="ddpm.num_train_timesteps")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = default")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved rounds of every side")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,11 +126,15 @@ def main() -> None:
     )
 
     ddpm_cfg = with_overrides(base, {"model": "ddpm"})
-    rates = sampling(ddpm_cfg, args.batch, device)
+    rates = sampling(ddpm_cfg, args.batch, device, args.pairs)
     ref = rates["ddim_100"]
-    print(f"\nsampling, ddpm UNet {args.widths} (images/s; ratio to DDIM 100):")
+    print(
+        f"\nsampling, ddpm UNet {args.widths} (images/s, median of {args.pairs} interleaved "
+        "rounds; ratio to DDIM 100 per round, median and range):"
+    )
     for name, rate in rates.items():
-        print(f"  {name:<12} {rate:9.3f}  x{rate / ref:.2f}", flush=True)
+        per_round = [r / d for r, d in zip(rate, ref, strict=True)]
+        print(f"  {name:<12} {statistics.median(rate):9.3f}  {summary(per_round)}", flush=True)
 
     images = load_training_images(base.data, args.resolution, seed=0, progress=False).images
     real = images.to(device).float().div_(127.5).sub_(1.0)
@@ -134,13 +147,17 @@ def main() -> None:
         # Stage B trains on (R/2 -> R) pairs here; with 2R real images it costs ~4x this.
         "dsrgan stage B": (dsr, 1),
     }
-    results = {
-        name: training(cfg, real, args.steps, device, amp_dtype, epoch)
-        for name, (cfg, epoch) in kinds.items()
-    }
-    print("\ntraining (images/s; ratio to DCGAN at the same resolution and batch):")
+    results: dict[str, list[float]] = {name: [] for name in kinds}
+    for _ in range(args.pairs):  # every kind once per round: load drifts hit all alike
+        for name, (cfg, epoch) in kinds.items():
+            results[name].append(training(cfg, real, args.steps, device, amp_dtype, epoch))
+    print(
+        "\ntraining (images/s, median of the rounds; ratio to DCGAN at the same resolution and "
+        "batch, per round, median and range):"
+    )
     for name, rate in results.items():
-        print(f"  {name:<15} {rate:9.2f}  x{rate / results['dcgan']:.3f}")
+        per_round = [r / d for r, d in zip(rate, results["dcgan"], strict=True)]
+        print(f"  {name:<15} {statistics.median(rate):9.2f}  {summary(per_round)}")
 
 
 if __name__ == "__main__":

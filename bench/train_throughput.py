@@ -9,7 +9,12 @@ this run (the machine is shared and noisy, so only the ratio means anything):
 - fetalgan: ``train()`` with the decoded uint8 cache on the device, batched tensor
   augmentation, channels_last, losses read once per epoch; ``precision: auto`` and ``fp32``.
 
-Usage: ``python bench/train_throughput.py [--n 512] [--epochs 2] [--resolution 64]``.
+The three sides run interleaved (reference, auto, fp32, reference, ... for ``--pairs``
+rounds); the ratios are per round, printed as their median and range.
+
+Usage: ``python bench/train_throughput.py [--n 512] [--epochs 2] [--resolution 64] [--pairs 3]
+[--device auto|cpu|cuda] [--json FILE]``. ``--device`` puts both sides on the same device
+(the reference's batches are copied to it from pinned memory, as the example does on a GPU).
 Also checks that bf16 training converges like fp32 (losses side by side) when asked with
 ``--converge EPOCHS``.
 """
@@ -17,21 +22,25 @@ Also checks that bf16 training converges like fp32 (losses side by side) when as
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from interleave import interleave, ratios, summary
 
 from fetalgan.config import TrainConfig, with_overrides
 from fetalgan.data.phantom import write_phantom_dir
+from fetalgan.devices import pick_device
 from fetalgan.models import build
 from fetalgan.train import train
 
 
-def reference_epochs(image_root: Path, cfg: TrainConfig, epochs: int) -> float:
-    """The PyTorch DCGAN example's loop; returns seconds for ``epochs`` epochs."""
+def reference_epochs(image_root: Path, cfg: TrainConfig, epochs: int, device) -> float:
+    """The PyTorch DCGAN example's loop on ``device``; returns seconds for ``epochs`` epochs."""
     import torchvision.datasets as dset
     import torchvision.transforms as T
 
@@ -50,26 +59,32 @@ def reference_epochs(image_root: Path, cfg: TrainConfig, epochs: int) -> float:
         ),
     )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=2
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=2,
+        pin_memory=device.type == "cuda",
     )
     torch.manual_seed(cfg.seed)
     nets = build(cfg)
-    net_g, net_d = nets["generator"], nets["discriminator"]
+    net_g, net_d = nets["generator"].to(device), nets["discriminator"].to(device)
     opt_g = torch.optim.Adam(net_g.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(net_d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
     t0 = time.perf_counter()
     for _ in range(epochs):
         for real, _ in loader:
+            real = real.to(device, non_blocking=True)
             b = real.shape[0]
+            ones, zeros = torch.ones(b, device=device), torch.zeros(b, device=device)
             net_d.zero_grad()
-            err_real = F.binary_cross_entropy_with_logits(net_d(real), torch.ones(b))
+            err_real = F.binary_cross_entropy_with_logits(net_d(real), ones)
             err_real.backward()
-            fake = net_g(torch.randn(b, cfg.nz, 1, 1))
-            err_fake = F.binary_cross_entropy_with_logits(net_d(fake.detach()), torch.zeros(b))
+            fake = net_g(torch.randn(b, cfg.nz, 1, 1, device=device))
+            err_fake = F.binary_cross_entropy_with_logits(net_d(fake.detach()), zeros)
             err_fake.backward()
             opt_d.step()
             net_g.zero_grad()
-            err_g = F.binary_cross_entropy_with_logits(net_d(fake), torch.ones(b))
+            err_g = F.binary_cross_entropy_with_logits(net_d(fake), ones)
             err_g.backward()
             opt_g.step()
             _ = (err_real + err_fake).item(), err_g.item()  # the example prints these each step
@@ -94,7 +109,11 @@ def main() -> None:
     parser.add_argument(
         "--converge", type=int, default=0, help="epochs for the bf16 vs fp32 convergence check"
     )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda: both sides on it")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved rounds (A B C ...)")
     args = parser.parse_args()
+    device = pick_device(args.device)
 
     work = Path(tempfile.mkdtemp(prefix="fetalgan-bench-"))
     # ImageFolder needs one sub-folder per class; phantoms at 256 px as a stand-in for HC18.
@@ -106,25 +125,32 @@ def main() -> None:
             "data.kind": "folder",
             "data.root": str(work / "images" / "head"),
             "data.cache_dir": str(work / "cache"),
+            "device": device.type,
         },
     )
     ours_epochs(cfg, 1, work / "warm")  # decode into the cache once; warm oneDNN kernels
     images = args.n * args.epochs
-    t_ref = reference_epochs(work / "images", cfg, args.epochs)
-    results = {"reference (ImageFolder+DataLoader, fp32, .item())": t_ref}
+    reference_name = "reference (ImageFolder+DataLoader, fp32, .item())"
+    sides = {reference_name: lambda: reference_epochs(work / "images", cfg, args.epochs, device)}
     for precision in ("auto", "fp32"):
-        seconds, _ = ours_epochs(
-            with_overrides(cfg, {"precision": precision}), args.epochs, work / precision
-        )
-        results[f"fetalgan precision={precision}"] = seconds
+        sides[f"fetalgan precision={precision}"] = lambda p=precision: ours_epochs(
+            with_overrides(cfg, {"precision": p}), args.epochs, work / p
+        )[0]
+    # A B C A B C ...: each round's ratios compare runs made under the same load.
+    times, _ = interleave(sides, args.pairs)
+    results = {name: statistics.median(seconds) for name, seconds in times.items()}
     print(
-        f"DCGAN{args.resolution}, {args.n} images x {args.epochs} epochs, batch {cfg.batch_size}, {torch.get_num_threads()} threads"
+        f"DCGAN{args.resolution}, {args.n} images x {args.epochs} epochs, batch {cfg.batch_size}, "
+        f"{torch.get_num_threads()} threads, device {device}, {args.pairs} interleaved rounds"
     )
     for name, seconds in results.items():
-        print(f"  {name:50s} {images / seconds:8.1f} img/s  ({seconds:.1f} s)")
+        print(f"  {name:50s} {images / seconds:8.1f} img/s  (median {seconds:.1f} s)")
     for precision in ("auto", "fp32"):
-        ratio = t_ref / results[f"fetalgan precision={precision}"]
-        print(f"ratio fetalgan({precision}) / reference: {ratio:.2f}x")
+        per_pair = ratios(times[reference_name], times[f"fetalgan precision={precision}"])
+        print(f"ratio fetalgan({precision}) / reference: {summary(per_pair)}")
+    if args.json:
+        figures = {name: images / seconds for name, seconds in results.items()}
+        args.json.write_text(json.dumps({"device": str(device), "img_per_s": figures}, indent=2))
 
     if args.converge:
         print(f"convergence check, {args.converge} epochs (losses at the end, FID off):")
