@@ -59,7 +59,9 @@ METRIC_ORDER = (
     "loss_d",
     "loss_g",
 )
-HIDDEN_METRICS = ("eval_seconds", "feature_dim", "n_real", "n_fake", "epoch")
+HIDDEN_METRICS = (
+    "eval_seconds", "train_seconds", "eval_fraction", "feature_dim", "n_real", "n_fake", "epoch",
+)  # fmt: skip
 GRID_METRICS = (
     ("fid", "FID"),
     ("kid_mean", "KID"),
