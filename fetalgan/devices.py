@@ -71,11 +71,14 @@ def cuda_problem() -> str | None:
     shown = "unset" if visible is None else repr(visible)
     driver = MIN_DRIVER.get(built.split(".")[0])
     needs = f"driver >= {driver}" if driver else "a driver that supports it"
+    older = (
+        "" if built.startswith("12.") else " (for drivers >= 525.60.13: make install CUDA=cu126)"
+    )
     return (
         f"torch {torch.__version__} is built for CUDA {built} and cannot use a GPU here: "
         f"{reason} (CUDA_VISIBLE_DEVICES {shown}). CUDA {built} needs an NVIDIA {needs}: "
-        "compare `nvidia-smi`, or install the torch build that matches the driver "
-        "(README, GPUs: make install CUDA=cu126)"
+        f"compare `nvidia-smi`, or install the torch build that matches the driver{older}; "
+        "README, GPUs"
     )
 
 
