@@ -1,21 +1,32 @@
-"""Tracking under load: N simulated concurrent trials through one sweep driver into
+"""Tracking under load: N concurrent trials through one sweep driver's tracking path into
 ``mlflow/server.sh`` on PostgreSQL, the way a cluster sweep logs.
 
     .venv/bin/python bench/tracking_load.py [--trials 50,200] [--evaluations 20]
-        [--checkpoint-mb 20] [--interval 10] [--json FILE]
+        [--checkpoint-mb 20] [--interval 10] [--ray] [--json FILE]
 
-Each trial is a light trainable (no training): every ``--interval`` seconds it writes a full
-checkpoint of ``--checkpoint-mb`` MB (a real fetalgan checkpoint: weights one third, optimiser
-state two thirds), a weights-only ``best.pt`` when its made-up FID improves, and a 256x256
-sample grid, and reports them to Tune exactly as ``sweep_trial`` does. The driver is the real
-``run_sweep`` (callback, write queue, end-of-sweep registry) in a subprocess. PostgreSQL and
-``server.sh`` are started here with the e2e harness (Debian's PostgreSQL must be installed;
-run as root or as a user PostgreSQL accepts).
+Default (simulated trials; Tune itself is bypassed): one driver process runs the real tracking
+path of ``run_sweep`` (SweepTracker, parent run, the durable write queue and
+:class:`~fetalgan.sweep.callback.TrackingCallback`) and calls the callback's hooks from ONE
+thread, as Tune's event loop does, in Tune's order (``on_trial_start``; per evaluation
+``on_trial_result`` then ``on_checkpoint``; ``on_trial_complete``; ``on_experiment_end``), with
+stand-ins for Tune's Trial. Each of the N trials reports every ``--interval`` s (+-20 %
+jitter, out of step) with a real checkpoint directory (hard links to a ``checkpoint.pt`` of
+``--checkpoint-mb`` MB, a weights-only ``best.pt`` when its made-up FID improves, a 256x256
+sample grid); Tune's keep-the-last-two checkpoints is mimicked. The staged checkpoints are
+hard links, so they take no disk; what the server stores (best.pt, last.pt, grids) is removed
+after each N, with the work directory.
+
+``--ray``: N real Ray Tune trials (a light trainable reporting the same files) through the real
+``run_sweep``: about 250 MB per trial process, so N = 200 needs a large machine.
+
+PostgreSQL and ``server.sh`` are started here with the e2e harness (Debian's PostgreSQL must be
+installed; run as root or as a user PostgreSQL accepts).
 
 Prints per N: evaluations present in MLflow out of those reported, tracking lag from report to
-visible in MLflow's database (p50, p95, max), the driver process's CPU seconds and peak RSS,
-artefact MB in the server's artefact root and MB/s over the sweep. Sharing a 2-core machine,
-the figures are load-dependent: read them as "keeps up or not".
+visible in MLflow's database (polled every 0.5 s: p50, p95, max), the driver process's CPU and
+peak RSS, artefact MB stored and MB/s, the callback hooks' time per call (p50, p95: Tune's loop
+waits that long) and, after the last report, how long the queue took to drain. Sharing a
+loaded machine, the figures are load-dependent: read them as "keeps up or not".
 """
 
 from __future__ import annotations
@@ -130,6 +141,204 @@ def driver(args) -> int:
     return 0 if summary.get("tracking_queued") == 0 else 1
 
 
+# ---- the simulated driver (default): Tune bypassed, the real callback and write queue -------
+
+
+class SimTrial:
+    """The attributes of Tune's ``Trial`` that :class:`TrackingCallback` reads."""
+
+    def __init__(self, trial_id: str, config: dict, path: Path):
+        self.trial_id = trial_id
+        self.config = config
+        self.path = str(path)
+        self.last_result: dict = {}
+        self.checkpoint = None  # SimCheckpoint once one is stored
+        self.status = "PENDING"
+        self.num_failures = 0
+        self.error_file = None
+
+    def get_error(self):
+        return None
+
+
+class SimCheckpoint:
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+
+def simulate(
+    trials: int,
+    evaluations: int,
+    interval: float,
+    *,
+    templates: Path,
+    work: Path,
+    tracking_uri: str,
+    experiment: str,
+    reports: Path | None = None,
+    seed: int = 0,
+) -> dict:
+    """One sweep of ``trials`` simulated trials, driven the way ``run_sweep`` drives Tune's
+    callbacks: the same SweepTracker, parent run, write queue and :class:`TrackingCallback`,
+    whose hooks are called from this one thread (Tune's event loop) in the order Tune calls
+    them. Each trial reports an evaluation every ``interval`` s (jittered, trials out of step),
+    with a checkpoint directory of hard links to ``templates`` (checkpoint.pt, best.pt when its
+    made-up FID improves, the sample grid); Tune's keep-two checkpoints are mimicked. Returns
+    ``{reported: {(trial, epoch): time}, hook_seconds: {hook: [s, ...]}, runs, queued_left,
+    loop_late_s: [s]}``; appends each report to ``reports/<trial>.jsonl`` when given."""
+    import heapq
+    import random
+    import socket
+
+    from fetalgan.checkpoint import CHECKPOINT_NAME
+    from fetalgan.config import TrainConfig, to_dict
+    from fetalgan.evaluation import Evaluation, Objective
+    from fetalgan.sweep.callback import QUEUE_DIR, TrackingCallback
+    from fetalgan.sweep.trainable import TrialSpec, sample_grid_name
+    from fetalgan.tracking import SweepTracker
+    from fetalgan.tracking.names import BEST_CHECKPOINT
+    from fetalgan.tracking.write_queue import open_write_queue
+
+    objective = Objective("fid", "min")
+    tracker = SweepTracker(experiment, objective=objective, tracking_uri=tracking_uri)
+    parent = tracker.start_parent()
+    tracker_args = {
+        "experiment": experiment,
+        "objective": objective,
+        "tracking_uri": tracker.tracking_uri,
+        "checkpoint_epochs": (),
+        "parent_run_id": parent,
+    }
+    exp_dir = work / experiment
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    queue = open_write_queue(exp_dir / QUEUE_DIR, tracker_args)
+    base = to_dict(TrainConfig(model="dcgan", resolution=32, epochs=evaluations, eval_every=1))
+    spec = TrialSpec(name=experiment, base=base, objective=objective, parent_run_id=parent)
+    callback = TrackingCallback(tracker_args, spec, str(exp_dir / "outcome.json"))
+    hook_seconds: dict[str, list[float]] = {}
+
+    def call(hook: str, *args, **kwargs) -> None:
+        start = time.perf_counter()
+        getattr(callback, hook)(*args, **kwargs)
+        hook_seconds.setdefault(hook, []).append(time.perf_counter() - start)
+
+    rng = random.Random(seed)
+    host, ip = socket.gethostname(), "127.0.0.1"
+    sims = []
+    for i in range(trials):
+        trial_id = f"sim{i:05d}"
+        config = {"lr_g": 10 ** rng.uniform(-4, -3)}
+        sims.append(SimTrial(trial_id, config, exp_dir / f"trial_{trial_id}"))
+    best: dict[str, float] = {}
+    stages: dict[str, list[Path]] = {t.trial_id: [] for t in sims}
+    reported: dict[tuple[str, int], float] = {}
+    late: list[float] = []
+    out = {}
+    if reports is not None:
+        reports.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    # (when, order, trial index, epoch): epoch 0 starts the trial; Tune starts them together
+    events = [(t0, i, i, 0) for i in range(trials)]
+    heapq.heapify(events)
+    order = trials
+    iteration = 0
+    while events:
+        due, _, index, epoch = heapq.heappop(events)
+        wait = due - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        late.append(max(0.0, -wait))
+        trial = sims[index]
+        iteration += 1
+        if epoch == 0:
+            trial.status = "RUNNING"
+            Path(trial.path).mkdir(parents=True, exist_ok=True)
+            call("on_trial_start", iteration, sims, trial)
+            first = time.time() + rng.uniform(0, interval) + interval * rng.uniform(0.5, 1.0)
+            heapq.heappush(events, (first, order, index, 1))
+            order += 1
+            continue
+        # the trial's side (a worker process in a real sweep): its checkpoint directory
+        trial_rng = random.Random(f"{trial.trial_id}/{epoch}")
+        fid = 300.0 / epoch + trial_rng.uniform(0, 40)
+        is_best = trial.trial_id not in best or fid < best[trial.trial_id]
+        best[trial.trial_id] = min(fid, best.get(trial.trial_id, fid))
+        stage = Path(trial.path) / f"checkpoint_{epoch - 1:06d}"
+        (stage / "samples").mkdir(parents=True, exist_ok=True)
+        os.link(templates / "checkpoint.pt", stage / CHECKPOINT_NAME)
+        os.link(templates / "grid.png", stage / sample_grid_name(epoch))
+        if is_best:
+            os.link(templates / "best.pt", stage / BEST_CHECKPOINT)
+        evaluation = Evaluation(
+            epoch=epoch,
+            losses={"loss_g": 1.0 / epoch, "loss_d": 0.5},
+            values={"fid": fid},
+            n_fake=64,
+            objective=objective,
+            best_value=best[trial.trial_id],
+            is_best=is_best,
+        )
+        result = {
+            **evaluation.metrics(),
+            "epoch": epoch,
+            "evaluation": json.dumps(evaluation.to_dict()),
+            "system": json.dumps({"cpu_percent": 1.0}),
+            "worker_host": host,
+            "worker_ip": ip,
+            "should_checkpoint": True,  # Tune adds it to a result reported with a checkpoint
+            "trial_id": trial.trial_id,
+            "training_iteration": epoch,
+        }
+        reported[(trial.trial_id, epoch)] = due
+        if reports is not None:
+            with open(reports / f"{trial.trial_id}.jsonl", "a") as file:
+                file.write(json.dumps({"epoch": epoch, "t": due}) + "\n")
+        # Tune's loop: the result, then the checkpoint it persisted
+        trial.last_result = result
+        call("on_trial_result", iteration, sims, trial, result)
+        trial.checkpoint = SimCheckpoint(stage)
+        call("on_checkpoint", iteration, sims, trial, trial.checkpoint)
+        stages[trial.trial_id].append(stage)
+        while len(stages[trial.trial_id]) > 2:  # Tune keeps the last two
+            shutil.rmtree(stages[trial.trial_id].pop(0), ignore_errors=True)
+        if epoch < evaluations:
+            step = interval * rng.uniform(0.8, 1.2)
+            heapq.heappush(events, (due + step, order, index, epoch + 1))
+            order += 1
+        else:
+            trial.status = "TERMINATED"
+            call("on_trial_complete", iteration, sims, trial)
+    call("on_experiment_end", sims)
+    out["reports_done_s"] = time.time() - t0
+    drained = queue.drain(float(os.environ.get("FETALGAN_LOAD_DRAIN", 1800)))
+    out["drain_s"] = time.time() - t0 - out["reports_done_s"]
+    out["queued_left"] = queue.pending()
+    out["runs"] = dict(queue.runs)
+    queue.close(timeout_s=30 if drained else 1)
+    tracker.finish_parent("FINISHED", register=False)
+    out.update(reported=reported, hook_seconds=hook_seconds, loop_late_s=late)
+    return out
+
+
+def simulated_driver(args) -> int:
+    """``--driver`` without ``--ray``: :func:`simulate` in this process, which the parent
+    measures; what it measured itself goes to ``WORK/driver.json``."""
+    work = Path(args.work)
+    out = simulate(
+        args.trials,
+        args.evaluations,
+        args.interval,
+        templates=work / "templates",
+        work=work,
+        tracking_uri=args.tracking_uri,
+        experiment=f"load{args.trials}",
+        reports=work / "reports",
+    )
+    out.pop("reported")
+    (work / "driver.json").write_text(json.dumps(out))
+    return 0 if out["queued_left"] == 0 else 1
+
+
 # ---- the measuring parent ------------------------------------------------------------------
 
 
@@ -209,6 +418,7 @@ def measure(args, n: int, server, database_uri: str, work: Path) -> dict:
     }
     command = [sys.executable, str(Path(__file__).resolve()), "--driver", "--trials", str(n)]
     command += ["--evaluations", str(args.evaluations), "--work", str(run_dir)]
+    command += ["--interval", str(args.interval)] + (["--ray"] if args.ray else [])
     command += ["--tracking-uri", server.url]
     visibility = Visibility(database_uri, f"load{n}")
     started = time.time()
@@ -241,6 +451,11 @@ def measure(args, n: int, server, database_uri: str, work: Path) -> dict:
     )
     last_seen = max(visibility.first_seen.values(), default=started)
     megabytes = (_tree_bytes(server.state_dir / "mlartifacts") - artefacts_before) / 1e6
+    inside = {}  # what the simulated driver measured itself
+    if (run_dir / "driver.json").is_file():
+        inside = json.loads((run_dir / "driver.json").read_text())
+    hooks = [s for seconds in inside.get("hook_seconds", {}).values() for s in seconds]
+    hooks.sort()
     first_report = min(reported.values(), default=started)
     row = {
         "trials": n,
@@ -259,7 +474,17 @@ def measure(args, n: int, server, database_uri: str, work: Path) -> dict:
         "artefact_mb_per_s": megabytes / max(1e-9, last_seen - first_report),
         "wall_s": wall,
         "driver_exit": proc.returncode,
+        "mode": "ray" if args.ray else "simulated",
+        "hook_calls": len(hooks),
+        "hook_p50_ms": 1000 * (_quantile(hooks, 0.5) or 0),
+        "hook_p95_ms": 1000 * (_quantile(hooks, 0.95) or 0),
+        "hook_max_ms": 1000 * (hooks[-1] if hooks else 0),
+        "loop_late_p95_s": _quantile(sorted(inside.get("loop_late_s", [])), 0.95),
+        "drain_s": inside.get("drain_s"),
     }
+    shutil.rmtree(run_dir, ignore_errors=True)  # the staged checkpoints and the queue
+    for child in (server.state_dir / "mlartifacts").iterdir():  # this N's uploads
+        shutil.rmtree(child, ignore_errors=True)
     print(json.dumps(row), flush=True)
     return row
 
@@ -283,13 +508,16 @@ def main() -> int:
     parser.add_argument("--checkpoint-mb", type=float, default=20.0, help="full checkpoint size")
     parser.add_argument("--interval", type=float, default=10.0, help="s between evaluations")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument(
+        "--ray", action="store_true", help="real Ray Tune trials (a ~250 MB process each)"
+    )
     parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.driver:
         args.trials = int(args.trials)
-        return driver(args)
+        return driver(args) if args.ray else simulated_driver(args)
 
     sys.path.insert(0, str(REPO / "tests" / "e2e"))
     from harness.mlflow_server import MlflowServer
@@ -318,7 +546,8 @@ def main() -> int:
     print()
     print(
         f"{'N':>4} {'present/reported':>17} {'lag p50':>8} {'p95':>7} {'max':>7} "
-        f"{'driver CPU':>11} {'driver RSS':>11} {'artefacts':>10} {'MB/s':>6}"
+        f"{'driver CPU':>11} {'driver RSS':>11} {'artefacts':>10} {'MB/s':>6} "
+        f"{'hook p50':>9} {'p95':>8}"
     )
     for row in rows:
         print(
@@ -326,7 +555,8 @@ def main() -> int:
             f"{row['lag_p50_s'] or 0:>7.2f}s {row['lag_p95_s'] or 0:>6.2f}s "
             f"{row['lag_max_s'] or 0:>6.2f}s {row['driver_cpu_percent']:>10.0f}% "
             f"{row['driver_peak_rss_mib']:>8.0f} MiB {row['artefact_mb']:>7.0f} MB "
-            f"{row['artefact_mb_per_s']:>6.1f}"
+            f"{row['artefact_mb_per_s']:>6.1f} {row['hook_p50_ms']:>7.2f}ms "
+            f"{row['hook_p95_ms']:>6.2f}ms"
         )
     print(
         f"({args.evaluations} evaluations per trial, {args.interval:g} s apart, "

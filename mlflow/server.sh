@@ -79,6 +79,12 @@ SHOWN_STORE=$(sed -E 's#^([A-Za-z0-9+.-]+://[^/@:]*):[^/@]*@#\1:***@#' <<<"$STOR
 # One worker and no job runner: starts in ~4 s with ~410 MiB instead of ~15 s and ~2 GiB.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 export MLFLOW_BACKEND_STORE_URI=$STORE # read by `mlflow server`; not on its command line
+if [[ $STORE != sqlite:* ]]; then
+    # SQLAlchemy's default pool (5, overflow 10) closes each overflow connection after use: a
+    # sweep's parallel writes then open a new authenticated PostgreSQL connection per request.
+    export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=${MLFLOW_SQLALCHEMYSTORE_POOL_SIZE:-20}
+    export MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=${MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW:-20}
+fi
 args=(--host "$HOST" --port "$PORT" --workers 1
     --serve-artifacts --artifacts-destination "$ARTIFACTS")
 

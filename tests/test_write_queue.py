@@ -66,6 +66,12 @@ class Recorder:
     def log_evaluation(self, run_id, evaluation, **kwargs):
         self._call("log_evaluation", run_id, epoch=evaluation.epoch)
 
+    def log_evaluations(self, run_id, evaluations):  # a trial's queued numbers in one request
+        if not self.endpoint.up:
+            raise ConnectionError("Max retries exceeded")
+        for arguments in evaluations:
+            self.log_evaluation(run_id, **arguments)
+
     def log_evaluation_files(self, run_id, evaluation, **files):
         present = {k: Path(v).read_text() for k, v in files.items() if v is not None}
         self._call("log_evaluation_files", run_id, epoch=evaluation.epoch, files=present)

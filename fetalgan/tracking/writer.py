@@ -229,6 +229,30 @@ class SweepTracker:
         ``system/``), its bookkeeping (FID weights, reference set) and ``tags`` as tags.
         ``timestamp_ms``: when it was reported (default now); the same write replayed with the
         same time is not logged twice."""
+        metrics, run_tags = self._evaluation_batch(evaluation, system, tags, timestamp_ms)
+        self.client.log_batch(run_id, metrics=metrics, tags=run_tags)
+
+    def log_evaluations(self, run_id: str, evaluations: list[dict]) -> None:
+        """Several evaluations (each ``log_evaluation``'s keyword arguments) in one request:
+        their metrics, and their tags as the last of them sets them."""
+        from mlflow.entities import RunTag
+
+        metrics, tags = {}, {}
+        for arguments in evaluations:
+            some, run_tags = self._evaluation_batch(
+                arguments["evaluation"],
+                arguments.get("system"),
+                arguments.get("tags"),
+                arguments.get("timestamp_ms"),
+            )
+            metrics.update({(m.key, m.step, m.timestamp, m.value): m for m in some})
+            tags.update({t.key: t.value for t in run_tags})
+        self.client.log_batch(
+            run_id, metrics=list(metrics.values()), tags=[RunTag(k, v) for k, v in tags.items()]
+        )
+
+    @staticmethod
+    def _evaluation_batch(evaluation, system, tags, timestamp_ms) -> tuple[list, list]:
         from mlflow.entities import Metric, RunTag
 
         epoch = evaluation.epoch
@@ -245,9 +269,7 @@ class SweepTracker:
             run_tags[names.REFERENCE_N_TAG] = evaluation.reference_n
         if evaluation.reference_key:
             run_tags[names.REFERENCE_KEY_TAG] = evaluation.reference_key
-        self.client.log_batch(
-            run_id, metrics=metrics, tags=[RunTag(k, str(v)) for k, v in run_tags.items()]
-        )
+        return metrics, [RunTag(k, str(v)) for k, v in run_tags.items()]
 
     def log_evaluation_files(
         self,
