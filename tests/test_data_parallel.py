@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tiny import tiny_train_config
 
 from fetalgan.checkpoint import load_checkpoint
 from fetalgan.config import TrainConfig, with_overrides
@@ -21,23 +22,9 @@ WORLD = 2
 
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
-    base = {
-        "resolution": 32,
-        "data.size": 99,  # 99 images on 2 ranks: 49 + 50 without equal shards
-        "data.phantom_n": 99,
-        "data.cache_dir": str(tmp_path / "cache"),
-        "batch_size": 16,
-        "ngf": 8,
-        "ndf": 8,
-        "nz": 16,
-        "epochs": 1,
-        "eval_every": 1,
-        "eval_n": 8,
-        "eval_metrics": [],
-        "precision": "fp32",
-        "device": "cpu",
-    }
-    return with_overrides(TrainConfig(), base | overrides)
+    # 99 images on 2 ranks: 49 + 50 without equal shards
+    defaults = {"data.size": 99, "data.phantom_n": 99, "batch_size": 16, "epochs": 1}
+    return tiny_train_config(tmp_path / "cache", **(defaults | {"eval_n": 8} | overrides))
 
 
 def _rank(rank: int, port: int, job: dict, out_dir: str) -> None:

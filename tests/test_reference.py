@@ -4,6 +4,7 @@ in-training metrics that equal ``fetalgan evaluate`` on the same fakes and refer
 from __future__ import annotations
 
 import pytest
+from tiny import tiny_train_config
 
 from fetalgan.config import (
     ConfigError,
@@ -17,25 +18,16 @@ from fetalgan.train import train
 
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
-    base = {
-        "resolution": 32,
+    defaults = {
         "data.size": 16,
         "data.phantom_n": 40,
-        "data.cache_dir": str(tmp_path / "cache"),
         "eval_reference.size": 20,
         "eval_reference.seed": 3,
-        "batch_size": 8,
-        "ngf": 8,
-        "ndf": 8,
-        "nz": 16,
         "epochs": 1,
-        "eval_every": 1,
         "eval_n": 12,
         "eval_metrics": ["lbpv", "mi", "psnr", "ssim"],
-        "precision": "fp32",
-        "device": "cpu",
     }
-    return with_overrides(TrainConfig(), base | overrides)
+    return tiny_train_config(tmp_path / "cache", **(defaults | overrides))
 
 
 def test_reference_defaults_to_the_whole_dataset_data_names(tmp_path):

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny import tiny_train_config
 
 import mlflow
 from fetalgan.checkpoint import load_checkpoint
-from fetalgan.config import TrainConfig, with_overrides
 from fetalgan.generate import generate, load_generator, sample_images_from
 from fetalgan.images import read_grey
 from fetalgan.tracking.model import _request, log_generator_model, model_checkpoint
@@ -29,24 +29,8 @@ def logged(tmp_path_factory):
     """A tiny trained DCGAN checkpoint, logged and registered (alias ``best``) for a run that
     was already FINISHED."""
     tmp = tmp_path_factory.mktemp("model")
-    cfg = with_overrides(
-        TrainConfig(),
-        {
-            "resolution": 32,
-            "data.size": 16,
-            "data.phantom_n": 16,
-            "data.cache_dir": str(tmp / "cache"),
-            "batch_size": 8,
-            "ngf": 8,
-            "ndf": 8,
-            "nz": 16,
-            "epochs": 1,
-            "eval_every": 1,
-            "eval_n": 8,
-            "eval_metrics": [],
-            "precision": "fp32",
-            "device": "cpu",
-        },
+    cfg = tiny_train_config(
+        tmp / "cache", **{"data.size": 16, "data.phantom_n": 16, "epochs": 1, "eval_n": 8}
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: fastest on one thread

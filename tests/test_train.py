@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from tiny import tiny_train_config
 
 from fetalgan import models
 from fetalgan.checkpoint import load_checkpoint
@@ -12,23 +13,8 @@ from fetalgan.train import train
 
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
-    base = {
-        "resolution": 32,
-        "data.size": 24,
-        "data.phantom_n": 32,
-        "data.cache_dir": str(tmp_path / "cache"),
-        "batch_size": 8,
-        "ngf": 8,
-        "ndf": 8,
-        "nz": 16,
-        "epochs": 2,
-        "eval_every": 1,
-        "eval_n": 16,
-        "eval_metrics": [],
-        "precision": "fp32",
-        "device": "cpu",  # the bit-exact tests are CPU tests (GPU: a tolerance, see below)
-    }
-    return with_overrides(TrainConfig(), base | overrides)
+    # device cpu: the bit-exact tests are CPU tests (GPU: a tolerance, see below)
+    return tiny_train_config(tmp_path / "cache", **overrides)
 
 
 def assert_same_weights(a: dict, b: dict) -> None:

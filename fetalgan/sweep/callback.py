@@ -163,11 +163,15 @@ class TrackingCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         if trial.trial_id not in self.started:  # e.g. finished before a driver restart
             return
-        if trial.checkpoint is not None:  # the last weights, from Tune's (latest) checkpoint
+        # The last weights, from the latest checkpoint: Tune's, or for a data-parallel trial
+        # the one Ray Train stored (named in its last result).
+        latest = trial.checkpoint.path if trial.checkpoint is not None else None
+        latest = latest or (trial.last_result or {}).get("checkpoint_path")
+        if latest:
             self._put(
                 "log_last_weights",
                 trial,
-                files={"checkpoint_file": Path(trial.checkpoint.path) / CHECKPOINT_NAME},
+                files={"checkpoint_file": Path(latest) / CHECKPOINT_NAME},
             )
         last_epoch = int((trial.last_result or {}).get("epoch", 0))
         stopped = last_epoch < self.config_of(trial).epochs
