@@ -435,7 +435,8 @@ def measure(args, n: int, server, database_uri: str, work: Path) -> dict:
         except psutil.NoSuchProcess:
             break
         time.sleep(0.5)
-    wall = time.time() - started
+    ended = time.time()  # the driver has exited: its queue drained (or gave up)
+    wall = ended - started
     log.close()
     time.sleep(1.5)  # the poller's last round
     visibility.close()
@@ -471,7 +472,7 @@ def measure(args, n: int, server, database_uri: str, work: Path) -> dict:
         "driver_cpu_percent": 100 * cpu / wall,
         "driver_peak_rss_mib": peak_rss / 2**20,
         "artefact_mb": megabytes,
-        "artefact_mb_per_s": megabytes / max(1e-9, last_seen - first_report),
+        "artefact_mb_per_s": megabytes / max(1e-9, max(ended, last_seen) - first_report),
         "wall_s": wall,
         "driver_exit": proc.returncode,
         "mode": "ray" if args.ray else "simulated",
