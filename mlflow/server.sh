@@ -26,6 +26,10 @@
 #   MLFLOW_AUTH_ADMIN_PASSWORD      with --auth: the admin password, needed on the first start
 #   MLFLOW_FLASK_SERVER_SECRET_KEY  with --auth: CSRF key; default a random key kept in
 #                                   DIR/secret_key (mode 0600)
+#   MLFLOW_SQLALCHEMYSTORE_POOL_SIZE, MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW
+#                                   database connections kept open / opened beyond them, for
+#                                   a non-sqlite store (default 20 and 20: many trials write
+#                                   at once; SQLAlchemy's default closes overflow connections)
 # Secrets: the store URI (a PostgreSQL password in it) reaches MLflow through the environment
 # (MLFLOW_BACKEND_STORE_URI), never a command line `ps` shows, and is printed with the password
 # masked; DIR, the sqlite databases (runs, basic auth), the secret key and the artefacts are
