@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,22 @@ def _set_threads(cpus: float) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
+
+
+_WORK_DIRS: list[Path] = []  # this process's trial work folders (actors are reused)
+
+
+def work_dir(name: str) -> Path:
+    """A private folder for one trial's (or rank's) trainer files, staging and restored
+    checkpoint, outside Tune's trial directory: Tune syncs that directory into the
+    experiment's storage (on the driver's node), which would keep copies of every state there.
+    Folders an earlier trial of this process left (its last ``report`` never returns) go
+    first; the driver removes a trial's folder when the trial ends (``stage_dir``)."""
+    while _WORK_DIRS:
+        shutil.rmtree(_WORK_DIRS.pop(), ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"fetalgan-{name}-"))
+    _WORK_DIRS.append(folder)
+    return folder
 
 
 def _stage_checkpoint(stage_root: Path, evaluation: Evaluation) -> Path:
@@ -147,7 +164,7 @@ def _run(
 
         def report(evaluation: Evaluation) -> None:
             result = {**tune_result(evaluation, sampler.summary()), **(extra_result or {})}
-            result["stage_dir"] = str(stage_root)  # the driver removes the trial's last one
+            result["stage_dir"] = str(run_dir.parent)  # the driver removes it at the trial's end
             if evaluation.checkpoint is None:
                 report_fn(result)
                 return
@@ -165,6 +182,7 @@ def _run(
             objective=spec.objective,
             device=device,
         )
+    shutil.rmtree(run_dir.parent, ignore_errors=True)  # the trial's work folder
 
 
 def sweep_trial(config: dict, spec: TrialSpec) -> None:
@@ -189,12 +207,13 @@ def sweep_trial(config: dict, spec: TrialSpec) -> None:
             return
         if spec.gpu == 0:
             _set_threads(spec.cpu)
+        work = work_dir(trial_id)
         _run(
             cfg,
             spec,
-            resume=_restore_to(tune.get_checkpoint(), trial_dir / "restored"),
-            run_dir=trial_dir / "run",
-            stage_root=trial_dir / STAGE_DIR,
+            resume=_restore_to(tune.get_checkpoint(), work / "restored"),
+            run_dir=work / "run",
+            stage_root=work / STAGE_DIR,
             report_fn=tune.report,
             checkpoint_cls=tune.Checkpoint,
             extra=extra,
@@ -223,7 +242,6 @@ def _data_parallel_trial(
             "cfg": cfg,
             "spec": spec,
             "extra": extra,
-            "run_dir": str(trial_dir / "run"),
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
@@ -248,15 +266,15 @@ def _data_parallel_worker(loop_config: dict) -> None:
     spec: TrialSpec = loop_config["spec"]
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    run_dir = Path(loop_config["run_dir"])
+    work = work_dir(f"{loop_config['extra']['trial_id']}-rank{rank}")
     if spec.gpu == 0:
         _set_threads(spec.cpu)
     _run(
         loop_config["cfg"],
         spec,
-        resume=_restore_to(ray.train.get_checkpoint(), run_dir.parent / f"restored_rank{rank}"),
-        run_dir=run_dir,
-        stage_root=run_dir.parent / STAGE_DIR,
+        resume=_restore_to(ray.train.get_checkpoint(), work / "restored"),
+        run_dir=work / "run",
+        stage_root=work / STAGE_DIR,
         report_fn=ray.train.report,
         checkpoint_cls=ray.train.Checkpoint,
         extra=loop_config["extra"],
