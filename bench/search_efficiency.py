@@ -166,6 +166,7 @@ def table(rows: list[dict], methods: list[str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="repeats of every method")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first .. first+seeds-1")
     parser.add_argument("--epochs", type=int, default=24, help="grid epochs = ASHA max_t")
     parser.add_argument("--eval-every", type=int, default=4, help="epochs between evaluations")
     parser.add_argument("--eval-n", type=int, default=64, help="fakes per evaluation")
@@ -190,7 +191,8 @@ def main() -> int:
     rows = []
     t_start = time.perf_counter()
     try:
-        for seed in range(args.seeds):  # seeds outermost: load drifts hit every method alike
+        # seeds outermost: load drifts hit every method alike
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for method in methods:
                 row = run_method(method, seed, args, work)
                 rows.append(row)
