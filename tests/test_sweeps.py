@@ -111,6 +111,8 @@ def test_unreachable_tracking_server_fails_before_ray_starts(tmp_path):
 
     from fetalgan.sweep import run_sweep
 
+    if ray.is_initialized():  # left by an earlier test module: this test needs none
+        ray.shutdown()
     path = write(tmp_path, base_sweep())
     with pytest.raises(ValueError, match="not reachable"):
         run_sweep(path, storage=tmp_path / "rr", tracking_uri="http://127.0.0.1:9")

@@ -1,6 +1,5 @@
 import contextlib
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -212,17 +211,6 @@ def test_concurrent_summaries_are_safe():
         for t in threads:
             t.join()
     assert errors == []
-
-
-def test_one_sample_is_cheap():
-    sampler = SystemSampler()
-    sampler.sample()
-    times = []
-    for _ in range(50):
-        t0 = time.perf_counter()
-        sampler.sample()
-        times.append(time.perf_counter() - t0)
-    assert statistics.median(times) < 0.005  # measured well under 1 ms; generous for CI
 
 
 class FakeCuda:

@@ -169,10 +169,11 @@ def test_trial_run_layout(tmp_path, store):
     assert run.data.tags["worker_host"] == "n1"
     assert run.data.tags["weights_sha256"] == "abc123"
     assert run.data.tags["reference"] == "phantom-32-10"
-    from fetalgan.envinfo import git_commit
+    from fetalgan.envinfo import environment
 
-    if git_commit():
-        assert run.data.tags["mlflow.source.git.commit"] == git_commit()
+    if environment()["git_sha"]:  # the commit this process runs (HEAD may move meanwhile)
+        assert run.data.tags["mlflow.source.git.commit"] == environment()["git_sha"]
+        assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     files = {f.path for f in client.list_artifacts(run_id, "checkpoint")}
     assert files == {"checkpoint/last.pt", "checkpoint/best.pt", "checkpoint/epoch_0002.pt"}
     epoch_file = download_checkpoint(
