@@ -98,10 +98,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(format_table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    _write_json(args.json, result)
     return 0
 
 
@@ -110,11 +107,16 @@ def _evaluate_paired(args: argparse.Namespace) -> int:
 
     result = evaluate_paired(args.real, args.fake)
     print(format_paired(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    _write_json(args.json, result)
     return 0
+
+
+def _write_json(path: str | None, result: dict) -> None:
+    """``--json FILE``: the results as JSON too (nothing when not asked for)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
 
 
 def cmd_translate(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import tiny_train_config
 from torch import nn
 
 from fetalgan.checkpoint import load_checkpoint, load_networks
@@ -18,24 +19,7 @@ from fetalgan.train import train
 
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
-    base = {
-        "resolution": 32,
-        "data.size": 24,
-        "data.phantom_n": 32,
-        "data.cache_dir": str(tmp_path / "cache"),
-        "batch_size": 8,
-        "ngf": 8,
-        "ndf": 8,
-        "nz": 16,
-        "epochs": 2,
-        "eval_every": 1,
-        "eval_n": 16,
-        "eval_metrics": [],
-        "precision": "fp32",
-        "device": "cpu",
-        "ema_decay": 0.9,
-    }
-    return with_overrides(TrainConfig(), base | overrides)
+    return tiny_train_config(tmp_path / "cache", **({"ema_decay": 0.9} | overrides))
 
 
 def test_update_is_the_warmed_up_moving_average_and_copies_buffers():
