@@ -49,6 +49,41 @@ REPO = Path(__file__).resolve().parents[1]
 # ---- the light trial (runs in Ray workers; no torch import) ---------------------------------
 
 
+def fake_evaluation(
+    templates: Path,
+    stage: Path,
+    epoch: int,
+    fid: float,
+    best: float,
+    is_best: bool,
+    objective,
+    *,
+    place,
+):
+    """A checkpoint directory as a trial stages it (the template checkpoint, grid and, when
+    ``is_best``, best weights, put there by ``place``: a copy or a hard link) and its
+    Evaluation record."""
+    from fetalgan.checkpoint import CHECKPOINT_NAME
+    from fetalgan.evaluation import Evaluation
+    from fetalgan.sweep.trainable import sample_grid_name
+    from fetalgan.tracking.names import BEST_CHECKPOINT
+
+    (stage / "samples").mkdir(parents=True, exist_ok=True)
+    place(templates / "checkpoint.pt", stage / CHECKPOINT_NAME)
+    place(templates / "grid.png", stage / sample_grid_name(epoch))
+    if is_best:
+        place(templates / "best.pt", stage / BEST_CHECKPOINT)
+    return Evaluation(
+        epoch=epoch,
+        losses={"loss_g": 1.0 / epoch, "loss_d": 0.5},
+        values={"fid": fid},
+        n_fake=64,
+        objective=objective,
+        best_value=best,
+        is_best=is_best,
+    )
+
+
 def light_trial(config: dict, spec) -> None:
     """Reports ``epochs`` evaluations, ``FETALGAN_LOAD_INTERVAL`` seconds apart, each with a
     checkpoint directory like ``sweep_trial``'s (copies of the bench's template files)."""
@@ -56,11 +91,8 @@ def light_trial(config: dict, spec) -> None:
 
     from ray import tune
 
-    from fetalgan.checkpoint import CHECKPOINT_NAME
-    from fetalgan.evaluation import Evaluation
     from fetalgan.sweep.space import trial_config
-    from fetalgan.sweep.trainable import sample_grid_name, tune_result
-    from fetalgan.tracking.names import BEST_CHECKPOINT
+    from fetalgan.sweep.trainable import tune_result
 
     templates = Path(os.environ["FETALGAN_LOAD_TEMPLATES"])
     interval = float(os.environ["FETALGAN_LOAD_INTERVAL"])
@@ -78,19 +110,8 @@ def light_trial(config: dict, spec) -> None:
         is_best = best is None or fid < best
         best = fid if is_best else best
         stage = trial_dir / f"stage_{epoch:04d}"
-        (stage / "samples").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(templates / "checkpoint.pt", stage / CHECKPOINT_NAME)
-        shutil.copyfile(templates / "grid.png", stage / sample_grid_name(epoch))
-        if is_best:
-            shutil.copyfile(templates / "best.pt", stage / BEST_CHECKPOINT)
-        evaluation = Evaluation(
-            epoch=epoch,
-            losses={"loss_g": 1.0 / epoch, "loss_d": 0.5},
-            values={"fid": fid},
-            n_fake=64,
-            objective=spec.objective,
-            best_value=best,
-            is_best=is_best,
+        evaluation = fake_evaluation(
+            templates, stage, epoch, fid, best, is_best, spec.objective, place=shutil.copyfile
         )
         result = tune_result(evaluation, {"cpu_percent": 1.0})
         reports.write(json.dumps({"epoch": epoch, "t": time.time()}) + "\n")
@@ -190,13 +211,11 @@ def simulate(
     import random
     import socket
 
-    from fetalgan.checkpoint import CHECKPOINT_NAME
     from fetalgan.config import TrainConfig, to_dict
-    from fetalgan.evaluation import Evaluation, Objective
+    from fetalgan.evaluation import Objective
     from fetalgan.sweep.callback import QUEUE_DIR, TrackingCallback
-    from fetalgan.sweep.trainable import TrialSpec, sample_grid_name
+    from fetalgan.sweep.trainable import TrialSpec
     from fetalgan.tracking import SweepTracker
-    from fetalgan.tracking.names import BEST_CHECKPOINT
     from fetalgan.tracking.write_queue import open_write_queue
 
     objective = Objective("fid", "min")
@@ -264,19 +283,8 @@ def simulate(
         is_best = trial.trial_id not in best or fid < best[trial.trial_id]
         best[trial.trial_id] = min(fid, best.get(trial.trial_id, fid))
         stage = Path(trial.path) / f"checkpoint_{epoch - 1:06d}"
-        (stage / "samples").mkdir(parents=True, exist_ok=True)
-        os.link(templates / "checkpoint.pt", stage / CHECKPOINT_NAME)
-        os.link(templates / "grid.png", stage / sample_grid_name(epoch))
-        if is_best:
-            os.link(templates / "best.pt", stage / BEST_CHECKPOINT)
-        evaluation = Evaluation(
-            epoch=epoch,
-            losses={"loss_g": 1.0 / epoch, "loss_d": 0.5},
-            values={"fid": fid},
-            n_fake=64,
-            objective=objective,
-            best_value=best[trial.trial_id],
-            is_best=is_best,
+        evaluation = fake_evaluation(
+            templates, stage, epoch, fid, best[trial.trial_id], is_best, objective, place=os.link
         )
         result = {
             **evaluation.metrics(),
