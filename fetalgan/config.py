@@ -237,6 +237,10 @@ class SchedulerConfig:
 class SearchConfig:
     kind: str = "optuna"  # optuna | random | grid
     seed: int = 0  # sampler seed
+    # optuna: trials sampled at random before TPE models the results; null = a quarter of
+    # num_samples, at least 2 and at most 10 (Optuna's own default is 10 whatever the budget,
+    # which leaves a 12-trial sweep with two guided trials)
+    startup_trials: int | None = None
 
 
 @dataclass
@@ -677,6 +681,7 @@ def validate_sweep(cfg: SweepConfig) -> SweepConfig:
             "run two ranks on one GPU); use resources.gpu: 1, or workers_per_trial: 1 to pack "
             "trials"
         )
+    _positive("search.startup_trials", cfg.search.startup_trials)
     _positive("scheduler.max_t", cfg.scheduler.max_t)
     _positive("scheduler.grace_period", cfg.scheduler.grace_period)
     if not (1 < cfg.scheduler.reduction_factor < math.inf):  # NaN fails this too

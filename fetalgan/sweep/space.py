@@ -110,6 +110,14 @@ def concurrency(cfg: SweepConfig, cluster: dict[str, float] | None = None) -> in
     return max(1, min(fits))
 
 
+def startup_trials(cfg: SweepConfig) -> int:
+    """Random trials before Optuna's TPE takes over: ``search.startup_trials``, else a quarter
+    of the sweep's trials, at least 2 and at most 10."""
+    if cfg.search.startup_trials is not None:
+        return cfg.search.startup_trials
+    return min(10, max(2, cfg.num_samples // 4))
+
+
 def searcher(cfg: SweepConfig, max_concurrent: int):
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
@@ -117,7 +125,9 @@ def searcher(cfg: SweepConfig, max_concurrent: int):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        sampler = optuna.samplers.TPESampler(seed=cfg.search.seed)
+        sampler = optuna.samplers.TPESampler(
+            seed=cfg.search.seed, n_startup_trials=startup_trials(cfg)
+        )
         return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=max_concurrent)
     return BasicVariantGenerator(random_state=cfg.search.seed, max_concurrent=max_concurrent)
 
