@@ -129,7 +129,7 @@ def driver(args) -> int:
 
     work = Path(args.work)
     sweep = {
-        "name": f"load{args.trials}",
+        "name": args.experiment or f"load{args.trials}",
         "metric": "fid",
         "mode": "min",
         "num_samples": args.trials,
@@ -147,7 +147,7 @@ def driver(args) -> int:
         },
         "space": {"lr_g": {"loguniform": [1e-4, 1e-3]}},
     }
-    path = work / f"load{args.trials}.yaml"
+    path = work / f"{args.experiment or f'load{args.trials}'}.yaml"
     import yaml
 
     path.write_text(yaml.safe_dump(sweep))
@@ -339,7 +339,7 @@ def simulated_driver(args) -> int:
         templates=work / "templates",
         work=work,
         tracking_uri=args.tracking_uri,
-        experiment=f"load{args.trials}",
+        experiment=args.experiment or f"load{args.trials}",
         reports=work / "reports",
     )
     out.pop("reported")
@@ -409,10 +409,10 @@ class Visibility:
         self.connection.close()
 
 
-def measure(args, n: int, server, database_uri: str, work: Path) -> dict:
+def measure(args, n: int, server, database_uri: str, work: Path, artifacts: str) -> dict:
     import psutil
 
-    run_dir = work / f"n{n}"
+    run_dir = work / f"n{n}-{artifacts}"
     (run_dir / "reports").mkdir(parents=True)
     make_templates(run_dir / "templates", args.checkpoint_mb)
     artefacts_before = _tree_bytes(server.state_dir / "mlartifacts")
@@ -424,11 +424,15 @@ def measure(args, n: int, server, database_uri: str, work: Path) -> dict:
         "RAY_AUTH_MODE": "disabled",
         "PYTHONPATH": f"{REPO / 'bench'}:{os.environ.get('PYTHONPATH', '')}",
     }
+    env.pop("FETALGAN_ARTIFACT_ROOT", None)
+    if artifacts == "direct":  # the driver writes into the server's artefact root itself
+        env["FETALGAN_ARTIFACT_ROOT"] = str(server.state_dir / "mlartifacts")
     command = [sys.executable, str(Path(__file__).resolve()), "--driver", "--trials", str(n)]
     command += ["--evaluations", str(args.evaluations), "--work", str(run_dir)]
     command += ["--interval", str(args.interval)] + (["--ray"] if args.ray else [])
     command += ["--tracking-uri", server.url]
-    visibility = Visibility(database_uri, f"load{n}")
+    command += ["--experiment", f"load{n}-{artifacts}"]
+    visibility = Visibility(database_uri, f"load{n}-{artifacts}")
     started = time.time()
     log = open(run_dir / "driver.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -468,6 +472,7 @@ def measure(args, n: int, server, database_uri: str, work: Path) -> dict:
     first_report = min(reported.values(), default=started)
     row = {
         "trials": n,
+        "artifacts": artifacts,
         "evaluations": args.evaluations,
         "checkpoint_mb": args.checkpoint_mb,
         "interval_s": args.interval,
@@ -520,6 +525,13 @@ def main() -> int:
     parser.add_argument(
         "--ray", action="store_true", help="real Ray Tune trials (a ~250 MB process each)"
     )
+    parser.add_argument(
+        "--artifacts",
+        default="server,direct",
+        help="comma-separated: server (uploads through mlflow/server.sh) and/or direct (the "
+        "driver writes into the server's artefact root, FETALGAN_ARTIFACT_ROOT)",
+    )
+    parser.add_argument("--experiment", help=argparse.SUPPRESS)
     parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
@@ -546,7 +558,10 @@ def main() -> int:
             env=env,
         )
         for n in (int(x) for x in args.trials.split(",")):
-            rows.append(measure(args, n, server, database.uri, work))
+            for artifacts in args.artifacts.split(","):
+                if artifacts not in ("server", "direct"):
+                    parser.error(f"--artifacts: unknown mode {artifacts!r}")
+                rows.append(measure(args, n, server, database.uri, work, artifacts))
     finally:
         if server is not None:
             server.stop()
@@ -554,18 +569,18 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print()
     print(
-        f"{'N':>4} {'present/reported':>17} {'lag p50':>8} {'p95':>7} {'max':>7} "
+        f"{'N':>4} {'artefacts':>9} {'present/reported':>17} {'lag p50':>8} {'p95':>7} {'max':>7} "
         f"{'driver CPU':>11} {'driver RSS':>11} {'artefacts':>10} {'MB/s':>6} "
-        f"{'hook p50':>9} {'p95':>8}"
+        f"{'hook p50':>9} {'p95':>8} {'drain':>7}"
     )
     for row in rows:
         print(
-            f"{row['trials']:>4} {row['present']:>8}/{row['reported']:<8} "
+            f"{row['trials']:>4} {row['artifacts']:>9} {row['present']:>8}/{row['reported']:<8} "
             f"{row['lag_p50_s'] or 0:>7.2f}s {row['lag_p95_s'] or 0:>6.2f}s "
             f"{row['lag_max_s'] or 0:>6.2f}s {row['driver_cpu_percent']:>10.0f}% "
             f"{row['driver_peak_rss_mib']:>8.0f} MiB {row['artefact_mb']:>7.0f} MB "
             f"{row['artefact_mb_per_s']:>6.1f} {row['hook_p50_ms']:>7.2f}ms "
-            f"{row['hook_p95_ms']:>6.2f}ms"
+            f"{row['hook_p95_ms']:>6.2f}ms {row['drain_s'] or 0:>6.1f}s"
         )
     print(
         f"({args.evaluations} evaluations per trial, {args.interval:g} s apart, "

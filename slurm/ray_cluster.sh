@@ -28,6 +28,9 @@
 #                        must be on a filesystem all nodes share. Default: ./ray_results.
 #   MLFLOW_TRACKING_URI  Where runs are logged: an mlflow/server.sh URL (best for many nodes)
 #                        or a store. Default: sqlite:///$PWD/mlruns.db.
+#   FETALGAN_ARTIFACT_ROOT  With a tracking server: its --artifacts directory as the nodes see
+#                        it (shared filesystem); artefacts are written there as files instead
+#                        of uploaded through the server. Bound into the image when set.
 #   FETALGAN_CACHE       Decoded-dataset cache directory; bound into the image when set.
 #   FETALGAN_BIND        More paths to bind into the image, comma-separated.
 #   FETALGAN_RAY_PORT    Port of the Ray head (GCS). Default 6379.
@@ -104,7 +107,7 @@ if [[ -n ${FETALGAN_IMAGE:-} ]]; then
     IFS=, read -ra extra_binds <<<"${FETALGAN_BIND:-}"
     sqlite_db=
     [[ $MLFLOW_TRACKING_URI == sqlite:///* ]] && sqlite_db=$(dirname -- "${MLFLOW_TRACKING_URI#sqlite:///}")
-    bind "$PWD" "$(dirname -- "$SWEEP")" "${FETALGAN_STORAGE:-}" "${FETALGAN_CACHE:-}" "$sqlite_db" "${extra_binds[@]}"
+    bind "$PWD" "$(dirname -- "$SWEEP")" "${FETALGAN_STORAGE:-}" "${FETALGAN_CACHE:-}" "${FETALGAN_ARTIFACT_ROOT:-}" "$sqlite_db" "${extra_binds[@]}"
 else
     VENV=${FETALGAN_VENV:-}
     [[ -z $VENV && -x .venv/bin/fetalgan ]] && VENV=$PWD/.venv

@@ -23,13 +23,29 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     return uri
 
 
-def artifact_location(tracking_uri: str) -> str | None:
-    """Where a new experiment's artefacts go: ``mlartifacts/`` beside a sqlite database file;
-    None (the server's default) for a tracking server."""
+ARTIFACT_ROOT_ENV = "FETALGAN_ARTIFACT_ROOT"
+
+
+def artifact_location(tracking_uri: str, experiment: str | None = None) -> str | None:
+    """Where a new experiment's artefacts go: ``mlartifacts/`` beside a sqlite database file.
+    For a tracking server, ``$FETALGAN_ARTIFACT_ROOT/<experiment>`` when that is set (the
+    server's ``--artifacts`` directory on a filesystem this node shares with it: artefacts are
+    written as files, not uploaded through the server, and the server reads them for the UI);
+    else None (the server's default, uploads through it)."""
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri[len("sqlite:///") :])
         return (db.parent / ARTIFACT_DIR).resolve().as_uri()
-    return None
+    root = os.environ.get(ARTIFACT_ROOT_ENV)
+    if not root:
+        return None
+    path = Path(root)
+    if not path.is_absolute() or not path.is_dir() or not os.access(path, os.W_OK):
+        raise ValueError(
+            f"{ARTIFACT_ROOT_ENV}={root}: not a writable directory given by an absolute path; "
+            "set it to the tracking server's --artifacts directory as this node sees it (a "
+            "shared filesystem), or unset it to upload artefacts through the server"
+        )
+    return (path / experiment).as_uri() if experiment else path.as_uri()
 
 
 def check_tracking(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
