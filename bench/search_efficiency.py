@@ -66,6 +66,7 @@ def trial_base(args, cache_dir: str, seed: int) -> dict:
         "ndf": 32,
         "device": "cpu",
         "seed": seed,
+        **({"ema_decay": args.ema_decay} if args.ema_decay else {}),
     }
 
 
@@ -216,6 +217,9 @@ def main() -> int:
     parser.add_argument("--eval-every", type=int, default=4, help="epochs between evaluations")
     parser.add_argument("--eval-n", type=int, default=64, help="fakes per evaluation")
     parser.add_argument("--fid-dims", type=int, default=64, help="Inception feature block")
+    parser.add_argument(
+        "--ema-decay", type=float, default=0.0, help="generator EMA of every trial (0: off)"
+    )
     parser.add_argument("--grid", default="1e-4,3e-4,1e-3,3e-3", help="lr values, both axes")
     parser.add_argument("--samples", type=int, default=12, help="trials of each ASHA search")
     parser.add_argument("--grace", type=int, default=4, help="ASHA grace period (epochs)")
@@ -261,7 +265,7 @@ def main() -> int:
         f"\nDCGAN32 on 256 phantoms, FID{args.fid_dims} of {args.eval_n} fakes vs 256 held-out, "
         f"eval every {args.eval_every}; grid {args.grid} squared at {args.epochs} epochs; "
         f"ASHA max_t {args.epochs}, grace {args.grace}, reduction {args.reduction:g}, "
-        f"{args.samples} trials; re-scored on {args.rescore_n} fakes vs {args.rescore_n} held-out; "
+        f"{args.samples} trials; EMA {args.ema_decay or 'off'}; re-scored on {args.rescore_n} fakes vs {args.rescore_n} held-out; "
         f"{args.seeds} seeds; {args.concurrent} trials at once; "
         f"load average at the end {os.getloadavg()[0]:.1f}; {total / 60:.1f} min in all\n"
     )

@@ -13,7 +13,7 @@ row scores the US input itself against the MR truth: the floor any translator mu
 Writes a Markdown table to stdout, ``--json`` the numbers, ``--triplets`` a PNG of
 US input / us2mri / CycleGAN / MR truth rows for the first held-out heads.
 
-Usage: ``python bench/us2mri.py [--steps 150] [--resolution 64] [--batch 8] [--width 12]
+Usage: ``python bench/us2mri.py [--steps 500] [--resolution 64] [--batch 8] [--width 12]
 [--n-train 100] [--n-eval 32] [--threads 2] [--json us2mri.json]
 [--triplets docs/us2mri_triplets.png]``.
 """
@@ -89,7 +89,7 @@ def held_out(cfg: TrainConfig, n: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=150, help="optimiser steps per variant")
+    parser.add_argument("--steps", type=int, default=500, help="optimiser steps per variant")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--width", type=int, default=12, help="network widths (all variants)")
