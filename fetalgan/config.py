@@ -682,6 +682,11 @@ def validate_sweep(cfg: SweepConfig) -> SweepConfig:
             "trials"
         )
     _positive("search.startup_trials", cfg.search.startup_trials)
+    if cfg.search.startup_trials is not None and cfg.search.kind != "optuna":
+        raise ConfigError(
+            f"search.startup_trials: only Optuna's search has startup trials; search.kind is "
+            f"{cfg.search.kind}"
+        )
     _positive("scheduler.max_t", cfg.scheduler.max_t)
     _positive("scheduler.grace_period", cfg.scheduler.grace_period)
     if not (1 < cfg.scheduler.reduction_factor < math.inf):  # NaN fails this too

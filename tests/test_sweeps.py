@@ -250,8 +250,15 @@ def test_optuna_starts_guiding_after_a_quarter_of_the_budget(num_samples, given,
     assert tpe._n_startup_trials == expected
 
 
-def test_startup_trials_must_be_positive(tmp_path):
+@pytest.mark.parametrize(
+    ("search", "message"),
+    [
+        ("{kind: optuna, startup_trials: 0}", r"search\.startup_trials: must be > 0"),
+        ("{kind: random, startup_trials: 3}", r"startup_trials: only Optuna's .* is random"),
+    ],
+)
+def test_startup_trials_must_be_positive_and_for_optuna(tmp_path, search, message):
     path = tmp_path / "s.yaml"
-    path.write_text("name: s\nsearch: {kind: optuna, startup_trials: 0}\n")
-    with pytest.raises(ConfigError, match=r"search\.startup_trials: must be > 0"):
+    path.write_text(f"name: s\nsearch: {search}\n")
+    with pytest.raises(ConfigError, match=message):
         load(path)
