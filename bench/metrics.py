@@ -25,10 +25,11 @@ and its range are printed):
 Usage: ``python bench/metrics.py [--n 200] [--size 128] [--rounds 2] [--device auto|cpu|cuda]
 [--json FILE]``; ``--device`` puts both sides of (b) on the same device.
 
-Measured here on a quiet moment (2 cores, SciPy 1.17): (a) 8.6 s vs 0.51 s -> 16.8x from
-covariances (this SciPy's sqrtm is far faster than the tens of seconds older ones took; ours is
-one Cholesky, two triangular products and one symmetric eigenvalue solve), 9.3 s vs 0.11 s ->
-86x in the Gram form, |dFID| <= 3.4e-6; (b) 12.4 vs 33.8 img/s -> 2.7x.
+Measured on 2026-12-01 on the 2-core CI machine with nothing else running (SciPy 1.17, whose
+``sqrtm`` is far faster than the tens of seconds older SciPy took; README "Performance" has
+the table): (a) 10.0 s vs 0.73 s -> 13.7x with the cached reference, 46x in the Gram form;
+one eigenvalue solve of size 2048 alone takes ~0.4 s here, so no method that needs one can be
+30x faster than this sqrtm on this CPU (the bench prints that floor); (b) 2.1x.
 """
 
 from __future__ import annotations
@@ -73,11 +74,17 @@ def bench_frechet(pairs: int) -> None:
     stats = (*mean_and_covariance(real), *mean_and_covariance(fake))
     # What a sweep pays once: the reference's part (here its Cholesky factor).
     t_setup, reference = timed(lambda: frechet_reference(*stats[:2]))
+    # The floor of any method that needs one symmetric eigenvalue solve of size d: the solve
+    # alone, on a symmetric matrix like the one the cached path factorises.
+    import torch
+
+    solve_input = torch.from_numpy(np.ascontiguousarray(stats[3]))
     times, results = interleave(
         {
             "pytorch-fid sqrtm": lambda: calculate_frechet_distance(*stats),
             "fetalgan, cached reference": lambda: frechet_distance_to(reference, *stats[2:]),
             "fetalgan, from scratch": lambda: frechet_distance(*stats),
+            "one eigvalsh of size d alone": lambda: torch.linalg.eigvalsh(solve_input),
         },
         pairs,
     )
@@ -90,6 +97,12 @@ def bench_frechet(pairs: int) -> None:
             f"|dFID| / FID = {abs(fid_ref - results[name]) / fid_ref:.1e}"
         )
     print(f"    (the cached reference's one-off factorisation: {t_setup:.3f} s)")
+    print(
+        f"    the floor, one symmetric eigenvalue solve of size d alone: median "
+        f"{statistics.median(times['one eigvalsh of size d alone']):.3f} s -> at most "
+        f"{summary(ratios(times['pytorch-fid sqrtm'], times['one eigvalsh of size d alone']))}"
+        " faster for any method that needs one"
+    )
 
     real, fake = real[:800], fake[:800]
     reference = reference_from_features(real)
