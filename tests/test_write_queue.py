@@ -144,7 +144,8 @@ def test_writes_wait_for_the_store_and_survive_a_driver_restart(tmp_path, endpoi
         ]
         assert [kw["epoch"] for name, kw in mine if name == "log_evaluation"] == [1, 2]
         assert mine[3][1]["files"] == {"sample_grid": "grid of epoch 1"}
-    assert calls[-1] == ("end_trial", "run-a", {"status": "FINISHED"})
+        if trial == "a":  # in order within a trial (trials replay side by side, in any order)
+            assert mine[-1] == ("end_trial", {"status": "FINISHED"})
     queue.close()
     assert not (directory / QUEUE_FILE).exists() and not (directory / "spool").exists()
 

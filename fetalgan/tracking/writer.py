@@ -76,7 +76,8 @@ class SweepTracker:
         if exp is None:
             try:
                 return self.client.create_experiment(
-                    self.experiment, artifact_location=artifact_location(self.tracking_uri, self.experiment)
+                    self.experiment,
+                    artifact_location=artifact_location(self.tracking_uri, self.experiment),
                 )
             except MlflowException as err:
                 raise ValueError(f"MLflow experiment {self.experiment!r}: {err}") from None
