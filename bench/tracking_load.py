@@ -129,7 +129,7 @@ def driver(args) -> int:
 
     work = Path(args.work)
     sweep = {
-        "name": args.experiment or f"load{args.trials}",
+        "name": args.experiment,
         "metric": "fid",
         "mode": "min",
         "num_samples": args.trials,
@@ -147,7 +147,7 @@ def driver(args) -> int:
         },
         "space": {"lr_g": {"loguniform": [1e-4, 1e-3]}},
     }
-    path = work / f"{args.experiment or f'load{args.trials}'}.yaml"
+    path = work / f"{args.experiment}.yaml"
     import yaml
 
     path.write_text(yaml.safe_dump(sweep))
@@ -339,7 +339,7 @@ def simulated_driver(args) -> int:
         templates=work / "templates",
         work=work,
         tracking_uri=args.tracking_uri,
-        experiment=args.experiment or f"load{args.trials}",
+        experiment=args.experiment,
         reports=work / "reports",
     )
     out.pop("reported")
@@ -538,7 +538,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.driver:
         args.trials = int(args.trials)
+        args.experiment = args.experiment or f"load{args.trials}"
         return driver(args) if args.ray else simulated_driver(args)
+
+    modes = args.artifacts.split(",")
+    for mode in modes:  # before PostgreSQL and the server start
+        if mode not in ("server", "direct"):
+            parser.error(f"--artifacts: unknown mode {mode!r}; expected server and/or direct")
 
     sys.path.insert(0, str(REPO / "tests" / "e2e"))
     from harness.mlflow_server import MlflowServer
@@ -558,9 +564,7 @@ def main() -> int:
             env=env,
         )
         for n in (int(x) for x in args.trials.split(",")):
-            for artifacts in args.artifacts.split(","):
-                if artifacts not in ("server", "direct"):
-                    parser.error(f"--artifacts: unknown mode {artifacts!r}")
+            for artifacts in modes:
                 rows.append(measure(args, n, server, database.uri, work, artifacts))
     finally:
         if server is not None:
