@@ -451,6 +451,14 @@ def train(
             dist.all_gather_object(rank_states, _rng_state(device))
         if is_main:
             t0 = time.perf_counter()
+            if ema is not None:  # the average's own batch-norm statistics (fetalgan.ema)
+                ema.recalibrate(
+                    networks,
+                    cfg,
+                    device,
+                    batch_size=sampling_batch_size(cfg),
+                    amp_dtype=amp_dtype,
+                )
             fakes = sample_images(
                 networks if ema is None else ema.sampling_networks(networks),
                 cfg,

@@ -3,6 +3,8 @@ FID, checkpoints and ``generate`` use; and the per-evaluation time fraction."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from tiny import tiny_train_config
@@ -10,11 +12,11 @@ from torch import nn
 
 from fetalgan.checkpoint import load_checkpoint, load_networks
 from fetalgan.config import ConfigError, TrainConfig, validate_train, with_overrides
-from fetalgan.ema import GeneratorEMA
+from fetalgan.ema import RECALIBRATION_N, RECALIBRATION_SEED, GeneratorEMA
 from fetalgan.evaluation import eval_fraction
 from fetalgan.generate import load_generator, sample_images_from
 from fetalgan.images import read_grey, write_grid
-from fetalgan.models import build, ema_decay
+from fetalgan.models import build, ema_decay, family
 from fetalgan.train import train
 
 
@@ -47,6 +49,63 @@ def test_update_is_the_warmed_up_moving_average_and_copies_buffers():
     assert all(torch.equal(p, s + 3) for p, s in zip(net.parameters(), start, strict=True))
     sampling = ema.sampling_networks({"g": net, "d": "discriminator"})
     assert sampling["g"] is ema.averaged["g"] and sampling["d"] == "discriminator"
+
+
+def test_batch_norm_statistics_of_the_average_are_its_own(tmp_path):
+    """DCGAN's generator has batch norm: the statistics copied from the trained network are
+    replaced by the average's own, so eval-mode sampling matches what the average does on a
+    batch of its own latents; the trained network, the modes and the global RNG stay as they
+    were."""
+    cfg = tiny_config(tmp_path)
+    torch.manual_seed(0)
+    networks = build(cfg)
+    ema = GeneratorEMA(networks, ["generator"], decay=0.5)
+    trained = networks["generator"]
+    with torch.no_grad():  # a trained network that has moved away from its average
+        for p in trained.parameters():
+            p.mul_(1.5).add_(0.05)
+        for m in trained.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.fill_(0.5)
+                m.running_var.fill_(4.0)
+    ema.update()  # the average now carries the trained network's statistics
+    average = ema.averaged["generator"]
+    z = family(cfg.model).latents(
+        RECALIBRATION_N, cfg, torch.Generator().manual_seed(RECALIBRATION_SEED)
+    )
+
+    def mismatch() -> float:
+        """How far eval-mode sampling is from the average's own batch statistics."""
+        probe = copy.deepcopy(average)
+        with torch.no_grad():
+            own = probe.train()(z)
+            return (probe.eval()(z) - own).abs().max().item()
+
+    assert mismatch() > 0.1  # the copied statistics do not fit the average
+    trained_state = {k: v.clone() for k, v in trained.state_dict().items()}
+    modes = {name: net.training for name, net in networks.items()}
+    average_mode, rng = average.training, torch.get_rng_state()
+    ema.recalibrate(networks, cfg, torch.device("cpu"), batch_size=RECALIBRATION_N)
+    assert mismatch() < 5e-3  # its own: only the unbiased variance's n/(n-1) differs
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, trained_state[k]) for k, v in trained.state_dict().items())
+    assert {name: net.training for name, net in networks.items()} == modes
+    assert average.training == average_mode
+    assert all(m.momentum == 0.1 for m in average.modules() if isinstance(m, nn.BatchNorm2d))
+    # in batches: nearly the same (later layers see earlier ones normalised batch-wise)
+    means = [m.running_mean.clone() for m in average.modules() if isinstance(m, nn.BatchNorm2d)]
+    ema.recalibrate(networks, cfg, torch.device("cpu"), batch_size=256)
+    again = [m.running_mean for m in average.modules() if isinstance(m, nn.BatchNorm2d)]
+    for a, b in zip(means, again, strict=True):
+        torch.testing.assert_close(a, b, rtol=5e-3, atol=1e-3)
+
+
+def test_recalibration_is_a_no_op_without_batch_norm():
+    net = nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(2))
+    ema = GeneratorEMA({"g": net}, ["g"], decay=0.9)
+    before = {k: v.clone() for k, v in ema.averaged["g"].state_dict().items()}
+    ema.recalibrate({"g": net}, TrainConfig(), torch.device("cpu"))  # no decode is called
+    assert all(torch.equal(v, before[k]) for k, v in ema.averaged["g"].state_dict().items())
 
 
 def test_defaults_by_model_and_checks():
