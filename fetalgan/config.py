@@ -222,6 +222,7 @@ class TrainConfig:
 
 SEARCH_KINDS = ("optuna", "random", "grid")
 SCHEDULER_KINDS = ("asha", "fifo")
+RANK_BY = ("last", "best")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid")
 
 
@@ -254,6 +255,10 @@ class SweepConfig:
     name: str = "fetalgan"  # MLflow experiment name and Tune experiment directory
     metric: str = "fid"  # what ASHA and the search minimise or maximise
     mode: str = "min"  # min | max
+    # what ASHA's rungs and the search compare trials by: last = the latest evaluation's
+    # value of metric; best = the trial's best value so far (best_<metric>, what its best.pt
+    # holds and what `fetalgan best` ranks by)
+    rank_by: str = "last"
     num_samples: int = 1  # trials (with grid: repeats of the whole grid)
     max_concurrent: int | str = 1  # trials running at once; auto = as many as the cluster holds
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -660,6 +665,7 @@ def validate_sweep(cfg: SweepConfig) -> SweepConfig:
     if not cfg.name or "/" in cfg.name:
         raise ConfigError(f"name: must be a non-empty name without '/', got {cfg.name!r}")
     _choice("mode", cfg.mode, ("min", "max"))
+    _choice("rank_by", cfg.rank_by, RANK_BY)
     _choice("search.kind", cfg.search.kind, SEARCH_KINDS)
     _choice("scheduler.kind", cfg.scheduler.kind, SCHEDULER_KINDS)
     for key in ("num_samples", "workers_per_trial"):

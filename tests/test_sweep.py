@@ -96,7 +96,8 @@ def children(store: str, name: str) -> list:
 
 def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, monkeypatch, capsys):
     """Optuna samples the learning rates, ASHA stops at least one trial, every trial is a child
-    run, `fetalgan best` agrees with a direct MLflow query and `generate --best` writes images."""
+    run, `fetalgan best` agrees with a direct MLflow query and `generate --best` writes images;
+    with ``rank_by: best`` Optuna is told each trial's best value, not its last."""
     store = f"sqlite:///{tmp_path}/mlruns.db"
     path = write_sweep(
         tmp_path,
@@ -104,6 +105,7 @@ def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, mon
         tiny_base(tmp_path),
         num_samples=4,
         max_concurrent=1,
+        rank_by="best",
         scheduler={"kind": "asha", "max_t": 3, "grace_period": 1, "reduction_factor": 2},
         search={"kind": "optuna", "seed": 0},
         space={"lr_g": {"loguniform": [1e-4, 1e-2]}, "lr_d": {"loguniform": [1e-4, 1e-2]}},
@@ -183,6 +185,16 @@ def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, mon
                 tracking_uri=store,
             )
             assert not is_full(load_checkpoint(file)), (run.info.run_id, name)
+
+    # rank_by: best: what Optuna was told of each trial is its best value over its history
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = ConcurrencyLimiter(OptunaSearch(), max_concurrent=1)
+    searcher.restore_from_dir(str(exp_dir))
+    told = sorted(t.value for t in searcher.searcher._ot_study.trials)
+    histories = [client.get_metric_history(r.info.run_id, "lbpv_l1") for r in runs]
+    assert told == pytest.approx(sorted(min(m.value for m in h) for h in histories))
 
     # best.pt is the evaluation that reached the best value.
     served = load_checkpoint(

@@ -262,3 +262,51 @@ def test_startup_trials_must_be_positive_and_for_optuna(tmp_path, search, messag
     path.write_text(f"name: s\nsearch: {search}\n")
     with pytest.raises(ConfigError, match=message):
         load(path)
+
+
+def test_rank_by_names_the_key_asha_and_the_search_compare(tmp_path):
+    from fetalgan.sweep.space import tune_metric
+
+    assert tune_metric(SweepConfig(metric="fid")) == "fid"  # default: the latest value
+    assert tune_metric(SweepConfig(metric="fid", rank_by="best")) == "best_fid"
+    assert tune_metric(SweepConfig(metric="psnr", mode="max", rank_by="best")) == "best_psnr"
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nrank_by: lowest\n")
+    with pytest.raises(ConfigError, match=r"rank_by: .*lowest.*last, best"):
+        load(path)
+
+
+class _Trial:
+    """What Tune's ASHA reads of a trial: its id."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+@pytest.mark.parametrize(("rank_by", "decision"), [("last", "STOP"), ("best", "CONTINUE")])
+def test_asha_compares_by_rank_by(rank_by, decision):
+    """Real ASHA (Ray's), told the key as Tune tells it: trial a was best of all at epoch 1
+    and oscillated up at the epoch-2 rung; ranked by its latest value it is cut there, ranked
+    by its best so far (what its best.pt holds) it goes on."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from fetalgan.config import SchedulerConfig
+    from fetalgan.sweep.space import scheduler, tune_metric
+
+    cfg = SweepConfig(
+        rank_by=rank_by,
+        scheduler=SchedulerConfig(kind="asha", max_t=8, grace_period=2, reduction_factor=2),
+    )
+    asha = scheduler(cfg)
+    assert asha.set_search_properties(tune_metric(cfg), cfg.mode)
+    a, b = _Trial("a"), _Trial("b")
+    for trial in (a, b):
+        asha.on_trial_add(None, trial)
+
+    def report(trial, epoch, fid, best):
+        return asha.on_trial_result(None, trial, {"epoch": epoch, "fid": fid, "best_fid": best})
+
+    assert report(b, 1, 1.0, 1.0) == TrialScheduler.CONTINUE
+    assert report(b, 2, 1.0, 1.0) == TrialScheduler.CONTINUE  # first at the rung
+    assert report(a, 1, 0.2, 0.2) == TrialScheduler.CONTINUE
+    assert report(a, 2, 1.5, 0.2) == getattr(TrialScheduler, decision)

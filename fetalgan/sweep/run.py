@@ -399,7 +399,7 @@ def run_sweep(
             trainable,
             param_space=space.build_param_space(cfg),
             tune_config=tune.TuneConfig(
-                metric=cfg.metric,
+                metric=space.tune_metric(cfg),  # rank_by: the latest value or the best
                 mode=cfg.mode,
                 search_alg=space.searcher(cfg, max_concurrent),
                 scheduler=space.scheduler(cfg),

@@ -132,6 +132,14 @@ def searcher(cfg: SweepConfig, max_concurrent: int):
     return BasicVariantGenerator(random_state=cfg.search.seed, max_concurrent=max_concurrent)
 
 
+def tune_metric(cfg: SweepConfig) -> str:
+    """The result key ASHA and the search compare trials by (``rank_by``): the latest
+    evaluation's ``metric``, or the trial's best so far, ``best_<metric>``."""
+    from fetalgan.evaluation import Objective
+
+    return Objective(cfg.metric, cfg.mode).best_key if cfg.rank_by == "best" else cfg.metric
+
+
 def scheduler(cfg: SweepConfig):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -152,6 +160,7 @@ def progress_reporter(cfg: SweepConfig):
         metric_columns={
             **PROGRESS_METRICS,
             **({cfg.metric: cfg.metric} if cfg.metric not in PROGRESS_METRICS else {}),
+            **({tune_metric(cfg): tune_metric(cfg)} if cfg.rank_by == "best" else {}),
         },
         parameter_columns=list(cfg.space),
         max_report_frequency=30,
