@@ -232,7 +232,7 @@ def main() -> int:
     parser.add_argument(
         "--rank-by",
         choices=("last", "best"),
-        default="last",
+        default="best",  # fetalgan's default
         help="what ASHA and the search compare: the latest FID or each trial's best so far",
     )
     parser.add_argument("--concurrent", type=int, default=2, help="trials at once")
