@@ -13,7 +13,8 @@ the search seed):
   epochs (FIFO, no early stopping);
 - Optuna + ASHA: ``--samples`` trials of Optuna's TPE over the grid's range (log-uniform,
   fetalgan's default startup trials: a quarter of the budget), ASHA on FID with
-  ``max_t = --epochs``, ``--grace`` and ``--reduction``;
+  ``max_t = --epochs``, ``--grace`` and ``--reduction``, trials compared by ``--rank-by``
+  (the sweep key ``rank_by``: the latest FID, or each trial's best so far);
 - random + ASHA: the same with Tune's random search.
 
 Every sweep runs through ``fetalgan.sweep.run_sweep`` with tracking into a private MLflow
@@ -22,14 +23,16 @@ sweep gets is what is scored: ``fetalgan.tracking.best_run`` picks the best tria
 noisy in-sweep FID, its ``best.pt`` comes back through MLflow, and that generator is
 re-scored once, the same way for every method: FID64 of ``--rescore-n`` fakes against as
 many further held-out phantoms (never trained on, not the in-sweep reference). A lowest
-in-sweep evaluation would favour the method that evaluates most often (the grid's 96
-evaluations against a search's ~30 draw more often from the same noise); the re-score does not.
+in-sweep evaluation would favour the method that evaluates most often (the grid's 192
+evaluations against a search's ~50 draw more often from the same noise); the re-score does not.
 
 For each method: the re-scored FID of the chosen generator (median and range over seeds), the
 lowest in-sweep FID, the epochs trained by all its trials together and the sweep's wall time.
-Goal: Optuna + ASHA within 5 % of the grid's FID with at most 30 % of its epochs. FIDs and
-epochs do not depend on the machine's load (ASHA's decisions can, a little, through the order
-trials report in); wall times do.
+Goal: Optuna + ASHA within 5 % of the grid's FID with at most 30 % of its epochs. The grid's
+FIDs and epochs do not depend on the machine's load; a search's can, through the order in
+which two concurrent trials reach an ASHA rung (two runs of identical settings have differed
+by a factor 2.6 on one seed); wall times do. 48 epochs, not fewer: at 24 every trial is still
+improving steeply and whoever trains most configurations to the end wins.
 """
 
 from __future__ import annotations
@@ -232,7 +235,7 @@ def main() -> int:
     parser.add_argument(
         "--rank-by",
         choices=("last", "best"),
-        default="best",  # fetalgan's default
+        default="last",  # fetalgan's default
         help="what ASHA and the search compare: the latest FID or each trial's best so far",
     )
     parser.add_argument("--concurrent", type=int, default=2, help="trials at once")

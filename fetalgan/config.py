@@ -255,10 +255,10 @@ class SweepConfig:
     name: str = "fetalgan"  # MLflow experiment name and Tune experiment directory
     metric: str = "fid"  # what ASHA and the search minimise or maximise
     mode: str = "min"  # min | max
-    # what ASHA's rungs and the search compare trials by: best = the trial's best value so
-    # far (best_<metric>, what its best.pt holds and what `fetalgan best` ranks by); last =
-    # the latest evaluation's value of metric (a GAN's FID oscillates between evaluations)
-    rank_by: str = "best"
+    # what ASHA's rungs and the search compare trials by: last = the latest evaluation's
+    # value of metric (Tune's rule); best = the trial's best value so far (best_<metric>,
+    # what its best.pt holds and what `fetalgan best` ranks by)
+    rank_by: str = "last"
     num_samples: int = 1  # trials (with grid: repeats of the whole grid)
     max_concurrent: int | str = 1  # trials running at once; auto = as many as the cluster holds
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)

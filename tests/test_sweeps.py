@@ -267,8 +267,8 @@ def test_startup_trials_must_be_positive_and_for_optuna(tmp_path, search, messag
 def test_rank_by_names_the_key_asha_and_the_search_compare(tmp_path):
     from fetalgan.sweep.space import tune_metric
 
-    assert tune_metric(SweepConfig(metric="fid")) == "best_fid"  # default: the best so far
-    assert tune_metric(SweepConfig(metric="fid", rank_by="last")) == "fid"
+    assert tune_metric(SweepConfig(metric="fid")) == "fid"  # default: the latest value
+    assert tune_metric(SweepConfig(metric="fid", rank_by="best")) == "best_fid"
     assert tune_metric(SweepConfig(metric="psnr", mode="max", rank_by="best")) == "best_psnr"
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nrank_by: lowest\n")
