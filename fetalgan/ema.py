@@ -84,9 +84,8 @@ class GeneratorEMA:
         global RNG, the trained networks and every module's mode as they were."""
         if not self._norms:
             return
-        import contextlib
-
         from fetalgan.models import family
+        from fetalgan.train import autocast_context
 
         torch = self._torch
         model = family(cfg.model)
@@ -101,11 +100,8 @@ class GeneratorEMA:
             m.momentum = None
         for name, net in nets.items():  # only the averages' statistics may move
             net.train(name in self.averaged)
-        autocast = (
-            torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-        )
         try:
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), autocast_context(device, amp_dtype):
                 for start in range(0, RECALIBRATION_N, batch_size):
                     model.decode(nets, latents[start : start + batch_size].to(device), cfg)
         finally:

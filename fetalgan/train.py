@@ -96,6 +96,15 @@ def sampling_batch_size(cfg: TrainConfig) -> int:
     return {32: 256, 64: 256, 128: 64}.get(cfg.resolution, 16)
 
 
+def autocast_context(device, amp_dtype):
+    """Autocast to ``amp_dtype`` on ``device``'s type, or nothing when it is None (fp32)."""
+    import torch
+
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
 def sample_images(
     networks,
     cfg: TrainConfig,
@@ -120,10 +129,7 @@ def sample_images(
     for net in networks.values():
         net.eval()
     chunks = []
-    autocast = (
-        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-    )
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast_context(device, amp_dtype):
         for start in range(0, n, batch_size):
             z = z_all[start : start + batch_size].to(device)
             chunks.append(to_uint8_tensor(model.decode(networks, z, cfg)))
@@ -141,11 +147,7 @@ class StepContext:
         self.target = None  # translators: an unpaired batch of target_data, set per step
 
     def autocast(self):
-        import torch
-
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast_context(self.device, self.amp_dtype)
 
     def no_sync(self, name: str):
         """Skip DDP's gradient all-reduce for ``name`` (gradients that are thrown away)."""
