@@ -232,10 +232,12 @@ def main() -> int:
     parser.add_argument(
         "--rescore-n", type=int, default=1024, help="fakes and held-out reals of the re-score"
     )
+    from fetalgan.config import RANK_BY, SweepConfig
+
     parser.add_argument(
         "--rank-by",
-        choices=("last", "best"),
-        default="last",  # fetalgan's default
+        choices=RANK_BY,
+        default=SweepConfig().rank_by,  # fetalgan's default
         help="what ASHA and the search compare: the latest FID or each trial's best so far",
     )
     parser.add_argument("--concurrent", type=int, default=2, help="trials at once")
