@@ -153,7 +153,10 @@ def run_method(method: str, seed: int, args, work: Path, reference) -> dict:
                 "grace_period": args.grace,
                 "reduction_factor": args.reduction,
             },
-            "search": {"kind": "optuna" if method == "optuna_asha" else "random", "seed": seed},
+            "search": {"kind": "optuna", "seed": seed, "sampler": args.sampler}
+            | ({"startup_trials": args.startup} if args.startup else {})
+            if method == "optuna_asha"
+            else {"kind": "random", "seed": seed},
             "space": {"lr_g": {"loguniform": [low, high]}, "lr_d": {"loguniform": [low, high]}},
         }
     path = work / f"{sweep['name']}.yaml"
@@ -215,6 +218,8 @@ def table(rows: list[dict], methods: list[str]) -> str:
 
 
 def main() -> int:
+    from fetalgan.config import RANK_BY, SAMPLERS, SearchConfig, SweepConfig
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="repeats of every method")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first .. first+seeds-1")
@@ -227,13 +232,20 @@ def main() -> int:
     )
     parser.add_argument("--grid", default="1e-4,3e-4,1e-3,3e-3", help="lr values, both axes")
     parser.add_argument("--samples", type=int, default=12, help="trials of each ASHA search")
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=0,
+        help="Optuna's random startup trials (0: fetalgan's default)",
+    )
+    parser.add_argument(
+        "--sampler", choices=SAMPLERS, default=SearchConfig().sampler, help="Optuna's sampler"
+    )
     parser.add_argument("--grace", type=int, default=4, help="ASHA grace period (epochs)")
     parser.add_argument("--reduction", type=float, default=4.0, help="ASHA reduction factor")
     parser.add_argument(
         "--rescore-n", type=int, default=1024, help="fakes and held-out reals of the re-score"
     )
-    from fetalgan.config import RANK_BY, SweepConfig
-
     parser.add_argument(
         "--rank-by",
         choices=RANK_BY,

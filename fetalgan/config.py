@@ -221,6 +221,7 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------
 
 SEARCH_KINDS = ("optuna", "random", "grid")
+SAMPLERS = ("tpe", "gp")  # Optuna's: tree-structured Parzen estimator, Gaussian process
 SCHEDULER_KINDS = ("asha", "fifo")
 RANK_BY = ("last", "best")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid")
@@ -242,6 +243,10 @@ class SearchConfig:
     # num_samples, at least 2 and at most 10 (Optuna's own default is 10 whatever the budget,
     # which leaves a 12-trial sweep with two guided trials)
     startup_trials: int | None = None
+    # optuna: the model that proposes trials after the startup ones: tpe (Optuna's default) or
+    # gp (Gaussian-process Bayesian optimisation: for a few continuous parameters and a budget
+    # of tens of trials; it accounts for running trials, so concurrent trials differ)
+    sampler: str = "tpe"
 
 
 @dataclass
@@ -688,6 +693,12 @@ def validate_sweep(cfg: SweepConfig) -> SweepConfig:
             "trials"
         )
     _positive("search.startup_trials", cfg.search.startup_trials)
+    _choice("search.sampler", cfg.search.sampler, SAMPLERS)
+    if cfg.search.sampler != SearchConfig.sampler and cfg.search.kind != "optuna":
+        raise ConfigError(
+            f"search.sampler: {cfg.search.sampler} is one of Optuna's samplers; search.kind is "
+            f"{cfg.search.kind}"
+        )
     if cfg.search.startup_trials is not None and cfg.search.kind != "optuna":
         raise ConfigError(
             f"search.startup_trials: only Optuna's search has startup trials; search.kind is "

@@ -250,14 +250,37 @@ def test_optuna_starts_guiding_after_a_quarter_of_the_budget(num_samples, given,
     assert tpe._n_startup_trials == expected
 
 
+@pytest.mark.parametrize(("sampler", "expected"), [("tpe", "TPESampler"), ("gp", "GPSampler")])
+def test_search_sampler_picks_optunas_sampler_with_the_seed_and_startup(sampler, expected):
+    from fetalgan.config import SearchConfig
+    from fetalgan.sweep.space import searcher
+
+    cfg = SweepConfig(num_samples=12, search=SearchConfig(seed=5, sampler=sampler))
+    built = searcher(cfg, max_concurrent=2).searcher._sampler
+    assert type(built).__name__ == expected
+    assert built._n_startup_trials == 3
+    # seeded: two searchers propose the same first trial
+    import optuna
+
+    first = [
+        optuna.create_study(sampler=searcher(cfg, 2).searcher._sampler)
+        .ask()
+        .suggest_float("lr", 1e-5, 1e-2, log=True)
+        for _ in range(2)
+    ]
+    assert first[0] == first[1]
+
+
 @pytest.mark.parametrize(
     ("search", "message"),
     [
         ("{kind: optuna, startup_trials: 0}", r"search\.startup_trials: must be > 0"),
         ("{kind: random, startup_trials: 3}", r"startup_trials: only Optuna's .* is random"),
+        ("{kind: optuna, sampler: cmaes}", r"search\.sampler: .*cmaes.*tpe, gp"),
+        ("{kind: random, sampler: gp}", r"search\.sampler: gp is one of Optuna's .* is random"),
     ],
 )
-def test_startup_trials_must_be_positive_and_for_optuna(tmp_path, search, message):
+def test_startup_trials_and_sampler_are_checked_and_for_optuna_only(tmp_path, search, message):
     path = tmp_path / "s.yaml"
     path.write_text(f"name: s\nsearch: {search}\n")
     with pytest.raises(ConfigError, match=message):

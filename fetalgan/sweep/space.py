@@ -125,7 +125,8 @@ def searcher(cfg: SweepConfig, max_concurrent: int):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        sampler = optuna.samplers.TPESampler(
+        kind = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler}
+        sampler = kind[cfg.search.sampler](
             seed=cfg.search.seed, n_startup_trials=startup_trials(cfg)
         )
         return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=max_concurrent)
