@@ -1,8 +1,9 @@
 """Search efficiency: how much compute Optuna + ASHA needs to reach what a grid reaches.
 
-    .venv/bin/python bench/search_efficiency.py [--seeds 3] [--epochs 48] [--samples 12]
-        [--grid 1e-4,3e-4,1e-3,3e-3] [--grace 4] [--reduction 4] [--rank-by last|best]
-        [--rescore-n 1024] [--json FILE]
+    .venv/bin/python bench/search_efficiency.py [--seeds 3] [--first-seed 0] [--epochs 48]
+        [--samples 12] [--grid 1e-4,3e-4,1e-3,3e-3] [--grace 4] [--reduction 4]
+        [--sampler tpe|gp] [--rank-by last|best] [--concurrent 2] [--methods grid,...]
+        [--rescore-n 1024] [--json FILE] [--tag TEXT] [--merge FILE ...]
 
 On the built-in phantom (DCGAN at 32 px, 256 training images, FID on 64-d Inception features
 of 64 fakes against 256 held-out reference phantoms, an evaluation every 4 epochs), three ways
@@ -26,8 +27,13 @@ many further held-out phantoms (never trained on, not the in-sweep reference). A
 in-sweep evaluation would favour the method that evaluates most often (the grid's 192
 evaluations against a search's ~50 draw more often from the same noise); the re-score does not.
 
-For each method: the re-scored FID of the chosen generator (median and range over seeds), the
+For each method: the re-scored FID of the chosen generator (median and range over seeds), how
+far that median moves against the grid's when the seeds are resampled (a 90 % bootstrap
+interval, seeds drawn in pairs), on how many seeds it came within 5 % of the grid's, the
 lowest in-sweep FID, the epochs trained by all its trials together and the sweep's wall time.
+With ``--concurrent 1`` a search is deterministic (ASHA sees the trials in one order), so a
+rerun gives the same figures; ``--merge`` adds runs from earlier ``--json`` files to the table
+(the grid once measured, say) and ``--tag`` names this run's settings in it.
 Goal: Optuna + ASHA within 5 % of the grid's FID with at most 30 % of its epochs. The grid's
 FIDs and epochs do not depend on the machine's load; a search's can, through the order in
 which two concurrent trials reach an ASHA rung (two runs of identical settings have differed
@@ -193,23 +199,52 @@ def spread(values: list[float], fmt: str) -> str:
     )
 
 
+def paired(rows: list[dict], method: str) -> tuple[list[float], list[float]]:
+    """FIDs of ``method`` and of the grid on the seeds both ran, in seed order."""
+    grid = {r["seed"]: r["fid"] for r in rows if r["method"] == "grid"}
+    own = {r["seed"]: r["fid"] for r in rows if r["method"] == method and r["seed"] in grid}
+    seeds = sorted(own)
+    return [own[s] for s in seeds], [grid[s] for s in seeds]
+
+
+def ratio_interval(fids: list[float], grid: list[float], draws: int = 10_000) -> tuple:
+    """90 % bootstrap interval (seeds resampled in pairs) of median FID over the grid's
+    median FID, minus 1: how far one more set of seeds could move the "vs grid" figure."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = np.asarray(fids), np.asarray(grid)
+    pick = rng.integers(0, len(a), size=(draws, len(a)))
+    ratios = np.median(a[pick], axis=1) / np.median(b[pick], axis=1) - 1
+    return tuple(np.percentile(ratios, [5, 95]))
+
+
 def table(rows: list[dict], methods: list[str]) -> str:
     by = {m: [r for r in rows if r["method"] == m] for m in methods}
     grid_fid = statistics.median(r["fid"] for r in by["grid"])
     grid_epochs = statistics.median(r["epochs"] for r in by["grid"])
     lines = [
         "| method | trials | FID of the chosen generator, median (range) | vs grid "
+        "| vs grid, 90 % bootstrap | seeds within 5 % of the grid "
         "| lowest in-sweep FID, median (range) | epochs, median (range) | of grid's "
         "| wall s, median (range) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method in methods:
         runs = by[method]
         fid = statistics.median(r["fid"] for r in runs)
         epochs = statistics.median(r["epochs"] for r in runs)
+        own, grid = paired(rows, method)
+        if method == "grid":
+            interval = within = "—"
+        else:
+            low, high = ratio_interval(own, grid)
+            interval = f"{low:+.0%} to {high:+.0%}"
+            within = f"{sum(f <= 1.05 * g for f, g in zip(own, grid, strict=True))} of {len(own)}"
         lines.append(
             f"| {method} | {statistics.median(r['trials'] for r in runs):g} "
             f"| {spread([r['fid'] for r in runs], '.4f')} | {fid / grid_fid - 1:+.1%} "
+            f"| {interval} | {within} "
             f"| {spread([r['lowest_fid'] for r in runs], '.3f')} "
             f"| {spread([r['epochs'] for r in runs], '.0f')} | {epochs / grid_epochs:.0%} "
             f"| {spread([r['wall_s'] for r in runs], '.0f')} |"
@@ -257,48 +292,75 @@ def main() -> int:
         "--methods", default="grid,optuna_asha,random_asha", help="comma-separated subset"
     )
     parser.add_argument("--json", help="also write every run and the table to this file")
+    parser.add_argument(
+        "--tag", default="", help="appended to this run's method names (e.g. 'gp, 1 at once')"
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="runs from earlier --json files join the table (the grid's training is "
+        "deterministic: measure it once, merge it); with --seeds 0 only the table",
+    )
     args = parser.parse_args()
 
+    methods = args.methods.split(",")
+    merged = [row for file in args.merge for row in json.loads(Path(file).read_text())["runs"]]
+    own: list[dict] = []  # this run's, what --json keeps
+    t_start = time.perf_counter()
+    if args.seeds > 0:
+        run_seeds(args, methods, own)
+    rows = merged + own
+    total = time.perf_counter() - t_start
+    if own:
+        print(
+            f"\nDCGAN32 on 256 phantoms, FID{args.fid_dims} of {args.eval_n} fakes vs 256 "
+            f"held-out, eval every {args.eval_every}; grid {args.grid} squared at {args.epochs} "
+            f"epochs; ASHA max_t {args.epochs}, grace {args.grace}, reduction "
+            f"{args.reduction:g}, {args.samples} trials, Optuna's {args.sampler} sampler, ranked "
+            f"by the {args.rank_by} FID; EMA {args.ema_decay or 'off'}; re-scored on "
+            f"{args.rescore_n} fakes vs {args.rescore_n} held-out; seeds {args.first_seed}.."
+            f"{args.first_seed + args.seeds - 1}; {args.concurrent} trials at once; load average "
+            f"at the end {os.getloadavg()[0]:.1f}; {total / 60:.1f} min in all"
+        )
+    if merged:
+        print(f"{len(merged)} runs merged from {', '.join(args.merge)}")
+    print()
+    names = list(dict.fromkeys(["grid"] + [r["method"] for r in rows]))
+    text = table(rows, names) if any(r["method"] == "grid" for r in rows) else ""
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": own, "table": text}, indent=2) + "\n")
+    return 0
+
+
+def run_seeds(args, methods: list[str], rows: list[dict]) -> None:
+    """Every method on every seed, appended to ``rows`` (and to ``--json`` as it goes)."""
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="fetalgan-search-"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=args.concurrent, include_dashboard=False, log_to_driver=False)
-    methods = args.methods.split(",")
-    rows = []
-    t_start = time.perf_counter()
     reference = rescore_reference(args, str(work / "cache"))
     try:
         # seeds outermost: load drifts hit every method alike
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for method in methods:
                 row = run_method(method, seed, args, work, reference)
+                row["method"] += f" {args.tag}" if args.tag and method != "grid" else ""
                 rows.append(row)
                 print(
-                    f"seed {seed} {method:12s} chosen lr_g {row['chosen'].get('lr_g', 0):.2e} "
-                    f"lr_d {row['chosen'].get('lr_d', 0):.2e}: FID {row['fid']:.4f} "
-                    f"(in-sweep lowest {row['lowest_fid']:.3f}), {row['trials']} trials, "
-                    f"{row['epochs']} epochs, {row['wall_s']:.0f} s",
+                    f"seed {seed} {row['method']:12s} chosen lr_g "
+                    f"{row['chosen'].get('lr_g', 0):.2e} lr_d {row['chosen'].get('lr_d', 0):.2e}: "
+                    f"FID {row['fid']:.4f} (in-sweep lowest {row['lowest_fid']:.3f}), "
+                    f"{row['trials']} trials, {row['epochs']} epochs, {row['wall_s']:.0f} s",
                     flush=True,
                 )
                 if args.json:  # nothing lost if a later sweep fails
                     Path(args.json).write_text(json.dumps({"runs": rows}, indent=2) + "\n")
     finally:
         ray.shutdown()
-    total = time.perf_counter() - t_start
-    print(
-        f"\nDCGAN32 on 256 phantoms, FID{args.fid_dims} of {args.eval_n} fakes vs 256 held-out, "
-        f"eval every {args.eval_every}; grid {args.grid} squared at {args.epochs} epochs; "
-        f"ASHA max_t {args.epochs}, grace {args.grace}, reduction {args.reduction:g}, "
-        f"{args.samples} trials, ranked by the {args.rank_by} FID; EMA {args.ema_decay or 'off'}; re-scored on {args.rescore_n} fakes vs {args.rescore_n} held-out; "
-        f"{args.seeds} seeds; {args.concurrent} trials at once; "
-        f"load average at the end {os.getloadavg()[0]:.1f}; {total / 60:.1f} min in all\n"
-    )
-    text = table(rows, methods) if "grid" in methods else ""
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"runs": rows, "table": text}, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
