@@ -1,0 +1,95 @@
+"""How much of a run's FID movement is the evaluation's sampling, and how much the generator.
+
+    .venv/bin/python bench/fid_oscillation.py [--pairs 1e-3/1e-3,3e-3/1e-3] [--seed 0]
+        [--epochs 48] [--draws 6] [--rescore-n 1024] [--json FILE]
+
+Trains each ``lr_g/lr_d`` pair in the search-efficiency bench's setting (DCGAN32 on 256
+phantoms, an evaluation every 4 epochs of 48: FID64 of 64 fakes against 256 held-out
+phantoms) and keeps every evaluated generator. Each is then scored again ``--draws`` times on
+other draws of 64 fakes against the same reference (the spread of one generator's in-sweep
+FID: the evaluation's noise), and once on ``--rescore-n`` fakes against as many further
+held-out phantoms (the generator's own quality, nearly free of that noise). Where the re-score
+moves between evaluations far more than the draws spread at one evaluation, the generator
+itself oscillates, and no larger ``eval_n`` makes one evaluation a trial's verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import search_efficiency  # noqa: E402  (the bench's trial settings and held-out re-score)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", default="1e-3/1e-3,3e-3/1e-3", help="lr_g/lr_d,...")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--epochs", type=int, default=48, help="epochs of each run")
+    parser.add_argument("--draws", type=int, default=6, help="64-fake draws per generator")
+    parser.add_argument("--rescore-n", type=int, default=1024, help="fakes of the re-score")
+    parser.add_argument("--json", help="also write every evaluation to this file")
+    args = parser.parse_args()
+    args.eval_every, args.eval_n, args.fid_dims, args.ema_decay = 4, 64, 64, 0
+
+    from fetalgan.config import train_config_from_dict
+    from fetalgan.data.datasets import load_reference_images
+    from fetalgan.generate import load_generator, sample_images_from
+    from fetalgan.metrics.frechet import fid_from_features
+    from fetalgan.metrics.inception import extract_features
+    from fetalgan.train import train
+
+    work = Path(tempfile.mkdtemp(prefix="fetalgan-oscillation-"))
+    cache = str(work / "cache")
+    base = search_efficiency.trial_base(args, cache, args.seed)
+    model, big_reference = search_efficiency.rescore_reference(args, cache)
+    in_sweep = extract_features(
+        load_reference_images(train_config_from_dict(base), 32).images, model
+    )
+
+    def fid(reference, networks, cfg, n, seed):
+        fakes = sample_images_from(networks, cfg, n, seed=seed)
+        return fid_from_features(reference, extract_features(fakes, model))["fid"]
+
+    out = {}
+    for pair in args.pairs.split(","):
+        lr_g, lr_d = (float(v) for v in pair.split("/"))
+        cfg = train_config_from_dict(base | {"lr_g": lr_g, "lr_d": lr_d})
+        run = work / pair.replace("/", "_")
+        kept = []
+
+        def keep(evaluation, run=run, kept=kept):
+            path = run / f"epoch_{evaluation.epoch:03d}.pt"
+            shutil.copy(run / "checkpoints" / "last.pt", path)
+            kept.append((evaluation.epoch, evaluation.values["fid"], path))
+
+        train(cfg, report=keep, run_dir=run, progress=False)
+        rows = []
+        print(f"\nlr_g {lr_g:g}, lr_d {lr_d:g}, seed {args.seed}")
+        print("| epoch | in-sweep FID | 64-fake draws: median (range) | re-score |")
+        print("|---|---|---|---|")
+        for epoch, in_sweep_fid, path in kept:
+            networks, gen_cfg = load_generator(path, device="cpu")
+            draws = [fid(in_sweep, networks, gen_cfg, 64, s) for s in range(args.draws)]
+            rescore = fid(big_reference, networks, gen_cfg, args.rescore_n, 12345)
+            rows.append({"epoch": epoch, "fid": in_sweep_fid, "draws": draws, "rescore": rescore})
+            print(
+                f"| {epoch} | {in_sweep_fid:.3f} | {statistics.median(draws):.3f} "
+                f"({min(draws):.3f}–{max(draws):.3f}) | {rescore:.4f} |",
+                flush=True,
+            )
+        out[pair] = rows
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
