@@ -1,7 +1,8 @@
 """How much of a run's FID movement is the evaluation's sampling, and how much the generator.
 
     .venv/bin/python bench/fid_oscillation.py [--pairs 1e-3/1e-3,3e-3/1e-3] [--seed 0]
-        [--epochs 48] [--draws 6] [--rescore-n 1024] [--json FILE]
+        [--epochs 48] [--draws 6] [--rescore-n 1024] [--ema-decay 0]
+        [--json FILE]
 
 Trains each ``lr_g/lr_d`` pair in the search-efficiency bench's setting (DCGAN32 on 256
 phantoms, an evaluation every 4 epochs of 48: FID64 of 64 fakes against 256 held-out
@@ -10,7 +11,10 @@ other draws of 64 fakes against the same reference (the spread of one generator'
 FID: the evaluation's noise), and once on ``--rescore-n`` fakes against as many further
 held-out phantoms (the generator's own quality, nearly free of that noise). Where the re-score
 moves between evaluations far more than the draws spread at one evaluation, the generator
-itself oscillates, and no larger ``eval_n`` makes one evaluation a trial's verdict.
+itself oscillates, and no larger ``eval_n`` makes one evaluation a trial's verdict. With
+``--ema-decay`` the runs sample the generator's moving average (what smooths the oscillation,
+and how far it lags). Sweep trials train on one thread: ``OMP_NUM_THREADS=1`` gives their
+numbers (other thread counts round differently and give other, equally valid, runs).
 """
 
 from __future__ import annotations
@@ -35,9 +39,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=48, help="epochs of each run")
     parser.add_argument("--draws", type=int, default=6, help="64-fake draws per generator")
     parser.add_argument("--rescore-n", type=int, default=1024, help="fakes of the re-score")
+    parser.add_argument(
+        "--ema-decay", type=float, default=0.0, help="train with a generator EMA (0: off)"
+    )
     parser.add_argument("--json", help="also write every evaluation to this file")
     args = parser.parse_args()
-    args.eval_every, args.eval_n, args.fid_dims, args.ema_decay = 4, 64, 64, 0
+    args.eval_every, args.eval_n, args.fid_dims = 4, 64, 64
 
     from fetalgan.config import train_config_from_dict
     from fetalgan.data.datasets import load_reference_images
@@ -72,7 +79,8 @@ def main() -> int:
 
         train(cfg, report=keep, run_dir=run, progress=False)
         rows = []
-        print(f"\nlr_g {lr_g:g}, lr_d {lr_d:g}, seed {args.seed}")
+        ema = f", EMA {args.ema_decay:g}" if args.ema_decay else ""
+        print(f"\nlr_g {lr_g:g}, lr_d {lr_d:g}, seed {args.seed}{ema}")
         print("| epoch | in-sweep FID | 64-fake draws: median (range) | re-score |")
         print("|---|---|---|---|")
         for epoch, in_sweep_fid, path in kept:

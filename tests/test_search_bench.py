@@ -73,3 +73,26 @@ def test_merged_runs_make_the_table(tmp_path):
     assert cells[3] == "+2.5%"
     assert cells[5] == "2 of 3"
     assert cells[8] == "13%"  # 100 of 768 epochs
+
+
+def test_early_verdicts_say_whether_a_rung_would_have_kept_the_eventual_best(tmp_path):
+    """Four grid trials; the one that ends best is last at epoch 4 and first from epoch 8:
+    a rung at 4 keeping the top quarter would have cut it, one at 8 keeps it."""
+    bench = _bench()
+    curves = {
+        "a": {4: 1.0, 8: 0.9, 12: 0.5, 16: 0.40},
+        "b": {4: 2.0, 8: 0.8, 12: 0.6, 16: 0.50},
+        "c": {4: 3.0, 8: 0.7, 12: 0.7, 16: 0.60},
+        "winner": {4: 4.0, 8: 0.1, 12: 0.2, 16: 0.05},
+    }
+    for name, curve in curves.items():
+        trial = tmp_path / f"trial_{name}"
+        trial.mkdir()
+        lines = [json.dumps({"epoch": e, "fid": f, "loss_g": 1.0}) for e, f in curve.items()]
+        lines.insert(1, json.dumps({"epoch": 5, "loss_g": 1.0}))  # a report without FID
+        (trial / "result.json").write_text("\n".join(lines) + "\n")
+    verdicts = bench.early_verdicts(tmp_path, settle=12)
+    assert list(verdicts) == [4, 8]
+    assert not verdicts[4]["kept"] and verdicts[8]["kept"]
+    # ends (lowest from epoch 12) 0.4 0.5 0.6 0.05 rank 2 3 4 1 against 1 2 3 4 at epoch 4
+    assert verdicts[4]["rho"] == pytest.approx(1 - 6 * (1 + 1 + 1 + 9) / (4 * 15))
