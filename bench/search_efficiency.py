@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/search_efficiency.py [--seeds 3] [--first-seed 0] [--epochs 48]
         [--samples 12] [--grid 1e-4,3e-4,1e-3,3e-3] [--grace 4] [--reduction 4]
-        [--sampler tpe|gp] [--rank-by last|best] [--concurrent 2] [--methods grid,...]
+        [--sampler tpe|gp] [--rank-by last|best] [--concurrent 1] [--methods grid,...]
         [--rescore-n 1024] [--json FILE] [--tag TEXT] [--merge FILE ...]
 
 On the built-in phantom (DCGAN at 32 px, 256 training images, FID on 64-d Inception features
@@ -19,7 +19,8 @@ the search seed):
 - random + ASHA: the same with Tune's random search.
 
 Every sweep runs through ``fetalgan.sweep.run_sweep`` with tracking into a private MLflow
-store (Ray started once, two trials at a time with one CPU each), and what a user of that
+store (Ray started once, ``--concurrent`` trials at a time with one CPU each), and what a
+user of that
 sweep gets is what is scored: ``fetalgan.tracking.best_run`` picks the best trial by its own
 noisy in-sweep FID, its ``best.pt`` comes back through MLflow, and that generator is
 re-scored once, the same way for every method: FID64 of ``--rescore-n`` fakes against as
@@ -31,15 +32,16 @@ For each method: the re-scored FID of the chosen generator (median and range ove
 far that median moves against the grid's when the seeds are resampled (a 90 % bootstrap
 interval, seeds drawn in pairs), on how many seeds it came within 5 % of the grid's, the
 lowest in-sweep FID, the epochs trained by all its trials together and the sweep's wall time.
-With ``--concurrent 1`` a search is deterministic (ASHA sees the trials in one order), so a
-rerun gives the same figures; ``--merge`` adds runs from earlier ``--json`` files to the table
+With ``--concurrent 1`` (the default) a search is deterministic: ASHA sees the trials in one
+order, so a rerun gives the same figures (the grid still runs two trials at a time: its
+training is deterministic either way). ``--merge`` adds runs from earlier ``--json`` files to the table
 (the grid once measured, say) and ``--tag`` names this run's settings in it.
 Under the table: for the grid's trials, how well each evaluation epoch's FID foretold the
 end (would an ASHA rung there have kept the pair that ends best?).
 Goal: Optuna + ASHA within 5 % of the grid's FID with at most 30 % of its epochs. The grid's
-FIDs and epochs do not depend on the machine's load; a search's can, through the order in
-which two concurrent trials reach an ASHA rung (two runs of identical settings have differed
-by a factor 2.6 on one seed); wall times do. 48 epochs, not fewer: at 24 every trial is still
+FIDs and epochs do not depend on the machine's load; with two or more trials at a time a
+search's do, through the order in which concurrent trials reach an ASHA rung (two runs of
+identical settings have differed by a factor 2.6 on one seed); wall times always do. 48 epochs, not fewer: at 24 every trial is still
 improving steeply and whoever trains most configurations to the end wins.
 """
 
@@ -162,7 +164,8 @@ def run_method(method: str, seed: int, args, work: Path, reference) -> dict:
         "name": f"{method}_s{seed}",
         "metric": "fid",
         "mode": "min",
-        "max_concurrent": args.concurrent,
+        # the grid's training is deterministic whatever the order: two at a time saves time
+        "max_concurrent": max(2, args.concurrent) if method == "grid" else args.concurrent,
         "resources": {"cpu": 1, "gpu": 0},
         "max_failures": 0,
         "rank_by": args.rank_by,
@@ -327,7 +330,9 @@ def main() -> int:
         default=SweepConfig().rank_by,  # fetalgan's default
         help="what ASHA and the search compare: the latest FID or each trial's best so far",
     )
-    parser.add_argument("--concurrent", type=int, default=2, help="trials at once")
+    parser.add_argument(
+        "--concurrent", type=int, default=1, help="a search's trials at once (1: deterministic)"
+    )
     parser.add_argument(
         "--methods", default="grid,optuna_asha,random_asha", help="comma-separated subset"
     )
@@ -381,7 +386,7 @@ def run_seeds(args, methods: list[str], rows: list[dict]) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="fetalgan-search-"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=args.concurrent, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=max(2, args.concurrent), include_dashboard=False, log_to_driver=False)
     reference = rescore_reference(args, str(work / "cache"))
     try:
         # seeds outermost: load drifts hit every method alike
