@@ -56,14 +56,15 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fetalgan-oscillation-"))
     cache = str(work / "cache")
     base = search_efficiency.trial_base(args, cache, args.seed)
-    model, big_reference = search_efficiency.rescore_reference(args, cache)
+    reference = search_efficiency.rescore_reference(args, cache)
+    model = reference[0]
     in_sweep = extract_features(
         load_reference_images(train_config_from_dict(base), 32).images, model
     )
 
-    def fid(reference, networks, cfg, n, seed):
-        fakes = sample_images_from(networks, cfg, n, seed=seed)
-        return fid_from_features(reference, extract_features(fakes, model))["fid"]
+    def draw(networks, cfg, seed):  # one in-sweep evaluation's worth: 64 fakes
+        fakes = sample_images_from(networks, cfg, 64, seed=seed)
+        return fid_from_features(in_sweep, extract_features(fakes, model))["fid"]
 
     out = {}
     for pair in args.pairs.split(","):
@@ -85,8 +86,8 @@ def main() -> int:
         print("|---|---|---|---|")
         for epoch, in_sweep_fid, path in kept:
             networks, gen_cfg = load_generator(path, device="cpu")
-            draws = [fid(in_sweep, networks, gen_cfg, 64, s) for s in range(args.draws)]
-            rescore = fid(big_reference, networks, gen_cfg, args.rescore_n, 12345)
+            draws = [draw(networks, gen_cfg, s) for s in range(args.draws)]
+            rescore = search_efficiency.rescore(path, reference, args)  # the bench's re-score
             rows.append({"epoch": epoch, "fid": in_sweep_fid, "draws": draws, "rescore": rescore})
             print(
                 f"| {epoch} | {in_sweep_fid:.3f} | {statistics.median(draws):.3f} "

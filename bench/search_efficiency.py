@@ -20,10 +20,9 @@ the search seed):
 
 Every sweep runs through ``fetalgan.sweep.run_sweep`` with tracking into a private MLflow
 store (Ray started once, ``--concurrent`` trials at a time with one CPU each), and what a
-user of that
-sweep gets is what is scored: ``fetalgan.tracking.best_run`` picks the best trial by its own
-noisy in-sweep FID, its ``best.pt`` comes back through MLflow, and that generator is
-re-scored once, the same way for every method: FID64 of ``--rescore-n`` fakes against as
+user of that sweep gets is what is scored: ``fetalgan.tracking.best_run`` picks the best trial
+by its own noisy in-sweep FID, its ``best.pt`` comes back through MLflow, and that generator
+is re-scored once, the same way for every method: FID64 of ``--rescore-n`` fakes against as
 many further held-out phantoms (never trained on, not the in-sweep reference). A lowest
 in-sweep evaluation would favour the method that evaluates most often (the grid's 192
 evaluations against a search's ~50 draw more often from the same noise); the re-score does not.
@@ -34,15 +33,17 @@ interval, seeds drawn in pairs), on how many seeds it came within 5 % of the gri
 lowest in-sweep FID, the epochs trained by all its trials together and the sweep's wall time.
 With ``--concurrent 1`` (the default) a search is deterministic: ASHA sees the trials in one
 order, so a rerun gives the same figures (the grid still runs two trials at a time: its
-training is deterministic either way). ``--merge`` adds runs from earlier ``--json`` files to the table
-(the grid once measured, say) and ``--tag`` names this run's settings in it.
-Under the table: for the grid's trials, how well each evaluation epoch's FID foretold the
-end (would an ASHA rung there have kept the pair that ends best?).
+training is deterministic either way). ``--merge`` adds runs from earlier ``--json`` files
+to the table (the grid once measured, say) and ``--tag`` names this run's settings in it.
+Under the table: for the grid's trials, how well each evaluation epoch's FID foretold the end
+(would an ASHA rung there have kept the pair that ends best?).
+
 Goal: Optuna + ASHA within 5 % of the grid's FID with at most 30 % of its epochs. The grid's
 FIDs and epochs do not depend on the machine's load; with two or more trials at a time a
 search's do, through the order in which concurrent trials reach an ASHA rung (two runs of
-identical settings have differed by a factor 2.6 on one seed); wall times always do. 48 epochs, not fewer: at 24 every trial is still
-improving steeply and whoever trains most configurations to the end wins.
+identical settings have differed by a factor 2.6 on one seed); wall times always do. 48
+epochs, not fewer: at 24 every trial is still improving steeply and whoever trains most
+configurations to the end wins.
 """
 
 from __future__ import annotations
@@ -179,6 +180,11 @@ def run_method(method: str, seed: int, args, work: Path, reference) -> dict:
             "space": {"lr_g": {"grid": grid}, "lr_d": {"grid": grid}},
         }
     else:
+        search = {"kind": "random", "seed": seed}
+        if method == "optuna_asha":
+            search |= {"kind": "optuna", "sampler": args.sampler}
+            if args.startup:
+                search["startup_trials"] = args.startup
         sweep |= {
             "num_samples": args.samples,
             "scheduler": {
@@ -187,10 +193,7 @@ def run_method(method: str, seed: int, args, work: Path, reference) -> dict:
                 "grace_period": args.grace,
                 "reduction_factor": args.reduction,
             },
-            "search": {"kind": "optuna", "seed": seed, "sampler": args.sampler}
-            | ({"startup_trials": args.startup} if args.startup else {})
-            if method == "optuna_asha"
-            else {"kind": "random", "seed": seed},
+            "search": search,
             "space": {"lr_g": {"loguniform": [low, high]}, "lr_d": {"loguniform": [low, high]}},
         }
     path = work / f"{sweep['name']}.yaml"
