@@ -140,11 +140,14 @@ def test_sweep_options_are_validated_with_the_sweep_file_before_ray_starts(tmp_p
 # (the real run, on a real two-node Slurm, is tests/e2e/test_slurm_two_node.py)
 # --------------------------------------------------------------------------------------------
 
+# Each recorder appends its line to $REC/commands in one write (`printf -v`, then one echo):
+# the node steps record concurrently, and a line written piece by piece (printf srun; printf
+# ' %q' ...; echo) interleaved with another step's into lines no assertion recognised.
 RECORDERS = {
     # srun: record the command line and the Ray variables it passes on, then run the step in
     # its own session and, on TERM, signal all of it (as slurmd does to a step's processes).
     "srun": r"""#!/bin/bash
-{ printf srun; printf ' %q' "$@"; echo; } >>"$REC/commands"
+printf -v line ' %q' "$@"; echo "srun$line" >>"$REC/commands"
 env | grep -E '^RAY_(AUTH|ADDRESS)' | sort >"$REC/env-srun-$$"
 while (($#)); do case $1 in -w) shift 2 ;; -*) shift ;; *) break ;; esac; done
 setsid "$@" &
@@ -155,7 +158,7 @@ wait $pid || wait $pid
     "ray": r"""#!/bin/bash
 case $1 in
 start)
-    { printf ray; printf ' %q' "$@"; echo; } >>"$REC/commands"
+    printf -v line ' %q' "$@"; echo "ray$line" >>"$REC/commands"
     tmp=${!#}
     tmp=${tmp#--temp-dir=}
     stat -c '%a %n' "${tmp%/r}" >>"$REC/tempdirs"
@@ -169,7 +172,7 @@ esac
 case "$*" in
 "show hostnames "*) printf '%s\n' $FAKE_NODELIST ;;
 "-o show node "*) echo "NodeName=$4 NodeAddr=$FAKE_PEER State=IDLE" ;;
-*) { printf scontrol; printf ' %q' "$@"; echo; } >>"$REC/commands" ;;
+*) printf -v line ' %q' "$@"; echo "scontrol$line" >>"$REC/commands" ;;
 esac
 """,
     "ip": r"""#!/bin/bash
@@ -181,7 +184,7 @@ esac
     "hostname": '#!/bin/bash\necho "192.168.1.5 10.1.0.7"\n',
 }
 DRIVER = r"""#!/bin/bash
-{ printf fetalgan; printf ' %q' "$@"; echo; } >>"$REC/commands"
+printf -v line ' %q' "$@"; echo "fetalgan$line" >>"$REC/commands"
 env | grep -E '^RAY_(AUTH|ADDRESS)' | sort >"$REC/env-driver"
 for private in /tmp/fetalgan-"$SLURM_JOB_ID".*; do
     stat -c '%a' "$private" "$private/ray_token" >"$REC/private"
