@@ -28,6 +28,27 @@ WEIGHTS_KEYS = (
 )  # fmt: skip
 
 
+# A selection candidate's weights file (``checkpoint/candidates/epoch_NNNN.pt``) holds only the
+# networks sampling uses, already averaged where EMA is on; ``state[SAMPLING_ONLY]`` is True.
+SAMPLING_ONLY = "sampling_only"
+
+
+def candidate_weights(state: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
+    """The weights checkpoint of one of ``state["candidates"]`` (see ``train.candidate_state``):
+    its sampling networks, epoch and value, with the run's config and extra."""
+    return {
+        "kind": WEIGHTS,
+        SAMPLING_ONLY: True,
+        "model": state.get("model"),
+        "config": state["config"],
+        "epoch": candidate["epoch"],
+        "networks": candidate["networks"],
+        "objective": state.get("objective"),
+        "best_value": candidate["value"],
+        "extra": state.get("extra", {}),
+    }
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically."""
     import torch

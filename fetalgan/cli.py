@@ -80,6 +80,64 @@ def cmd_data_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_split(text: str) -> bool:
+    """``--train-split``: the FETAL_PLANES_DB Train column, 1/true or 0/false."""
+    flags = {"1": True, "true": True, "0": False, "false": False}
+    if text.lower() not in flags:
+        raise argparse.ArgumentTypeError(f"expected 1 (train rows) or 0 (test rows), got {text!r}")
+    return flags[text.lower()]
+
+
+def _add_real_options(
+    p: argparse.ArgumentParser, *, required: bool, real_help: str, fit_help: str
+) -> None:
+    """``--real`` and what it is: a folder or a dataset, its planes filters and ``--fit``."""
+    from fetalgan.config import FITS, REAL_KINDS
+
+    p.add_argument("--real", required=required, help=real_help)
+    p.add_argument(
+        "--real-kind",
+        default="auto",
+        choices=REAL_KINDS,
+        help="what --real is: hc18 (its training_set/*_HC.png, masks left out), planes "
+        "(FETAL_PLANES_DB: the CSV's rows, filtered), folder (every image in it); auto "
+        "(default): hc18 or planes when the folder looks like one, else folder",
+    )
+    p.add_argument("--plane", help="planes: Plane column, e.g. 'Fetal brain'")
+    p.add_argument("--brain-plane", help="planes: Brain_plane column, e.g. Trans-cerebellum")
+    p.add_argument("--machine", help="planes: US_Machine column, e.g. 'Voluson E6'")
+    p.add_argument(
+        "--train-split",
+        type=_train_split,
+        metavar="1|0",
+        help="planes: Train column, 1 (training rows) or 0 (test rows); default both",
+    )
+    p.add_argument("--fit", choices=FITS, help=fit_help)
+
+
+def _real_set(args: argparse.Namespace, fit: str):
+    """The real set ``--real`` and its options name (a DataConfig); says on stderr which kind
+    ``--real-kind auto`` picked."""
+    from fetalgan.data.datasets import KIND_SIGNS, real_data
+
+    real = real_data(
+        args.real,
+        kind=args.real_kind,
+        fit=fit,
+        plane=args.plane,
+        brain_plane=args.brain_plane,
+        machine=args.machine,
+        train_split=args.train_split,
+    )
+    if args.real_kind == "auto":
+        print(
+            f"fetalgan: --real {args.real}: {real.kind} ({KIND_SIGNS[real.kind]}); "
+            "--real-kind chooses another",
+            file=sys.stderr,
+        )
+    return real
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fetalgan.evaluate import evaluate_folders, format_table
 
@@ -88,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_paired(args)
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     result = evaluate_folders(
-        args.real,
+        _real_set(args, args.fit or "crop"),
         args.fake,
         metrics=metrics,
         fid_weights=args.fid_weights,
@@ -105,6 +163,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_paired(args: argparse.Namespace) -> int:
     from fetalgan.evaluate import evaluate_paired, format_paired
 
+    dataset_options = {
+        "--real-kind": args.real_kind != "auto",
+        "--plane": args.plane,
+        "--brain-plane": args.brain_plane,
+        "--machine": args.machine,
+        "--train-split": args.train_split is not None,
+        "--fit": args.fit,
+    }
+    given = [option for option, value in dataset_options.items() if value]
+    if given:
+        raise ValueError(
+            f"{given[0]}: not used with --paired (--real is a folder of ground truth, one image "
+            "of each --fake image's name and size)"
+        )
     result = evaluate_paired(args.real, args.fake)
     print(format_paired(result))
     _write_json(args.json, result)
@@ -157,14 +229,63 @@ def cmd_best(args: argparse.Namespace) -> int:
     best = best_run(args.experiment, tracking_uri=args.tracking_uri)
     if args.json:
         print(json.dumps(best, indent=2))
+        return 0
+    if best.get("selection"):
+        print(format_selected(best))
     else:
         print(
             f"best run {best['run_id']} ({best['run_name']}): best {best['metric']} = "
             f"{best['value']:.4g} ({best['mode']}imum over its evaluations)"
         )
-        print(f"checkpoint: {best['checkpoint_uri']}")
-        for key, value in sorted(best["params"].items()):
-            print(f"  {key} = {value}")
+    print(f"checkpoint: {best['checkpoint_uri']}")
+    for key, value in sorted(best["params"].items()):
+        print(f"  {key} = {value}")
+    return 0
+
+
+def format_selected(best: dict) -> str:
+    """The three numbers of a selected generator, side by side, each saying what it is."""
+    chosen, test = best["selection"], best["test"]
+
+    def pm(record: dict) -> str:
+        return f"{record['value']:.4g} +- {record['std']:.2g}"
+
+    real = f" against {test['n_real']} held-out images" if test.get("n_real") else ""
+    rows = [
+        (f"in-sweep {best['metric']}", f"{best['value']:.4g}" if best["value"] is not None
+         else "n/a", "the lowest of its run's evaluations during the sweep; optimistic, not "
+         "for reporting"),
+        (f"selection {chosen['metric']}", pm(chosen), f"{chosen['draws']} x {chosen['n_fake']} "
+         f"fresh fakes against select.reference; chose it among {chosen['candidates']} "
+         "candidates"),
+        (f"test {test['metric']}", pm(test), f"{test['draws']} x {test['n_fake']} fakes{real} "
+         "(select.test_reference), which played no part in choosing it: report this one"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _, _ in rows)
+    number = max(len(value) for _, value, _ in rows)
+    lines = [
+        f"best run {best['run_id']} ({best['run_name']}), epoch {best['epoch']}: chosen by the "
+        "sweep's final selection"
+    ]
+    lines += [f"  {name:<{width}}  {value:<{number}}  {what}" for name, value, what in rows]
+    return "\n".join(lines)
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from fetalgan.sweep.run import select_sweep
+
+    result = select_sweep(
+        args.experiment,
+        overrides=args.set,
+        parent_run_id=args.parent,
+        tracking_uri=args.tracking_uri,
+        selection_dir=args.cache,
+    )
+    if result.get("registered_version"):
+        print(
+            f"registered model: models:/{args.experiment}@best "
+            f"(version {result['registered_version']})"
+        )
     return 0
 
 
@@ -185,7 +306,7 @@ def cmd_study_create(args: argparse.Namespace) -> int:
 
     summary = create_study(
         args.out,
-        args.real,
+        _real_set(args, args.fit or "crop"),
         args.fake,
         n=args.n,
         seed=args.seed,
@@ -208,14 +329,25 @@ def cmd_study_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_study_analyse(args: argparse.Namespace) -> int:
-    from fetalgan.study.analyse import analyse, format_summary
+    from fetalgan.study import store
+    from fetalgan.study.analyse import analyse, format_summary, study_fit
 
     _output_file(args.json, "--json")
+    real = None
+    if args.real:
+        fit = args.fit
+        if fit is None:  # the reference is brought to the study's side as its images were
+            conn = store.connect(args.study)
+            try:
+                fit = study_fit(conn)
+            finally:
+                conn.close()
+        real = _real_set(args, fit)
     result = analyse(
         args.study,
         metrics_from=args.metrics_from,
         tracking_uri=args.tracking_uri,
-        real_dir=args.real,
+        real=real,
         with_image_metrics=not args.no_image_metrics,
         rater=args.rater,
         out=args.out,
@@ -272,6 +404,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI")
     p.set_defaults(func=cmd_best)
 
+    p = sub.add_parser(
+        "select",
+        help="run a finished sweep's final selection (again): re-score its top trials on "
+        "fresh fakes, score the winner on the test reference, move the best alias",
+    )
+    p.add_argument("experiment", help="experiment name (the sweep's `name`)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the sweep's select section, e.g. --set select.top_k=5 "
+        "--set select.n_fake=2048 --set select.metric=kid_mean",
+    )
+    p.add_argument("--parent", metavar="RUN_ID", help="the sweep run (default: the latest)")
+    p.add_argument("--cache", metavar="DIR", help="score cache folder (default: the sweep's)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI")
+    p.set_defaults(func=cmd_select)
+
     p = sub.add_parser("generate", help="write images from a trained generator")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="checkpoint file or directory")
@@ -290,8 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (with --best/--run)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("evaluate", help="FID, KID, PSNR, MI, SSIM, LBPv between two image folders")
-    p.add_argument("--real", required=True, help="folder of real images")
+    p = sub.add_parser("evaluate", help="FID, KID, PSNR, MI, SSIM, LBPv of fakes against reals")
+    _add_real_options(
+        p,
+        required=True,
+        real_help="real images: a folder, the HC18 folder (data/hc18) or FETAL_PLANES_DB's "
+        "(data/planes); see --real-kind",
+        fit_help="how each real image becomes the fakes' square size, as data.fit in training: "
+        "crop (default: short side resized, centre crop), squash (whole image, aspect ratio "
+        "ignored: the seed studies), pad (letterboxed with black)",
+    )
     p.add_argument("--fake", required=True, help="folder of synthetic images")
     p.add_argument("--metrics", default="fid,kid,psnr,mi,ssim,lbpv", help="comma-separated subset")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -347,7 +506,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="reader study: real/fake and quality ratings")
     study_sub = p.add_subparsers(dest="study_command", required=True, metavar="STEP")
     q = study_sub.add_parser("create", help="a seeded, balanced, shuffled study file")
-    q.add_argument("--real", required=True, help="folder of real images")
+    _add_real_options(
+        q,
+        required=True,
+        real_help="real images: a folder, the HC18 folder (data/hc18) or FETAL_PLANES_DB's "
+        "(data/planes); see --real-kind",
+        fit_help="how every image becomes the shown square, as data.fit in training: crop "
+        "(default), squash (whole image, aspect ratio ignored: the seed studies), pad "
+        "(letterboxed with black)",
+    )
     q.add_argument(
         "--fake", required=True, action="append", help="folder of synthetic images (repeatable)"
     )
@@ -374,7 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
     q = study_sub.add_parser("analyse", help="rater accuracy, agreement, metric correlations")
     q.add_argument("study", help="study file")
     q.add_argument("--metrics-from", metavar="EXPERIMENT", help="MLflow experiment: FID per run")
-    q.add_argument("--real", help="real reference set (default: the study's real images)")
+    _add_real_options(
+        q,
+        required=False,
+        real_help="real reference set: a folder, the HC18 folder or FETAL_PLANES_DB's "
+        "(default: the study's real images)",
+        fit_help="how --real images become the study's side: crop, squash, pad (default: "
+        "the fit the study was made with)",
+    )
     q.add_argument("--rater", help="whose scores the regression plot shows (default: mean)")
     q.add_argument("--no-image-metrics", action="store_true", help="skip LBPv/PSNR/MI")
     q.add_argument("--out", help="folder for regression.png")

@@ -38,6 +38,10 @@ DEVICES = ("auto", "cpu", "cuda")
 EVAL_METRICS = ("fid", "kid", "lbpv", "mi", "psnr", "ssim")
 FID_DIMS = (64, 192, 768, 2048)  # Inception feature blocks FID can use (pytorch-fid's)
 SUBSET_ORDERS = ("seeded", "listed")  # how data.size images are chosen
+# How data.fit makes an image R x R: crop (short side to R, centre crop), squash (whole image
+# to R x R, aspect ratio ignored: the seed studies' resize), pad (letterbox with black, resize)
+FITS = ("crop", "squash", "pad")
+REAL_KINDS = ("auto", "hc18", "planes", "folder")  # what --real names (auto: from its contents)
 
 
 @dataclass
@@ -68,6 +72,9 @@ class DataConfig:
     # (planes: the CSV's row order, as a "first N rows" training cap takes them)
     order: str = "seeded"
     skip: int = 0  # images at the start of the dataset's order left out (e.g. a training cap)
+    # crop | squash | pad: how a non-square image becomes R x R (fetalgan.images.fit_square);
+    # crop keeps the middle, squash all of it stretched (the seed studies), pad all of it boxed
+    fit: str = "crop"
 
 
 @dataclass
@@ -92,6 +99,7 @@ class ReferenceConfig:
     train_split: bool | None = None  # null = data.train_split
     skip_corrupt: bool | None = None  # null = data.skip_corrupt
     cache_dir: str | None = None  # null = data.cache_dir
+    fit: str | None = None  # null = data.fit
 
 
 @dataclass
@@ -223,7 +231,7 @@ class TrainConfig:
 SEARCH_KINDS = ("optuna", "random", "grid")
 SAMPLERS = ("tpe", "gp")  # Optuna's: tree-structured Parzen estimator, Gaussian process
 SCHEDULER_KINDS = ("asha", "fifo")
-RANK_BY = ("last", "best")
+RANK_BY = ("last", "best", "window")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid")
 
 
@@ -256,14 +264,40 @@ class ResourcesConfig:
 
 
 @dataclass
+class SelectConfig:
+    """``select``: the final selection stage after the search. The top ``top_k`` trials (by
+    their best in-sweep value) give ``per_trial`` candidates each (their best evaluation's
+    ``best.pt`` and, beyond 1, weights-only snapshots of their next-best evaluations); every
+    candidate is re-scored on ``draws`` x ``n_fake`` fresh fakes (the same latents for every
+    candidate) against ``reference``; the winner is then scored alone on ``test_reference``,
+    images that played no part in choosing it. The four real sets (training, eval_reference,
+    reference, test_reference) must not share an image (or, for planes, a patient)."""
+
+    top_k: int = 3  # trials whose candidates are re-scored, by their best in-sweep value
+    per_trial: int = 1  # candidates per trial: its best evaluation and the next per_trial - 1
+    n_fake: int = 1024  # fresh fakes per draw
+    draws: int = 2  # draws per candidate (and for the test score), other latents each
+    metric: str | None = None  # null = the sweep's metric (fid, kid_mean, lbpv_l1, ...)
+    mode: str | None = None  # null = the sweep's mode when metric is the sweep's, else min
+    fid_dims: int | None = None  # Inception features for FID/KID here; null = base.fid_dims
+    seed: int = 0  # seeds the draws' latents (selection: seed + d; test: seed + 1000 + d)
+    # the selection reference and the test reference: null dataset fields come from base.data
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    test_reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+
+
+@dataclass
 class SweepConfig:
     name: str = "fetalgan"  # MLflow experiment name and Tune experiment directory
     metric: str = "fid"  # what ASHA and the search minimise or maximise
     mode: str = "min"  # min | max
     # what ASHA's rungs and the search compare trials by: last = the latest evaluation's
     # value of metric (Tune's rule); best = the trial's best value so far (best_<metric>,
-    # what its best.pt holds and what `fetalgan best` ranks by)
+    # what its best.pt holds and what `fetalgan best` ranks by); window = the mean of the
+    # log-metric over the trial's last rank_window evaluations (window_<metric>, reported as
+    # the geometric mean; the plain mean when a value is <= 0)
     rank_by: str = "last"
+    rank_window: int = 3  # evaluations in rank_by: window
     num_samples: int = 1  # trials (with grid: repeats of the whole grid)
     max_concurrent: int | str = 1  # trials running at once; auto = as many as the cluster holds
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -279,6 +313,7 @@ class SweepConfig:
     )  # also kept in MLflow as checkpoint/epoch_NNNN.pt
     base: TrainConfig = field(default_factory=TrainConfig)
     space: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # key path -> distribution
+    select: SelectConfig | None = None  # the final selection stage; null = none (best in-sweep)
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,8 +507,9 @@ def _check_ema(cfg: TrainConfig, p: str) -> None:
 
 
 def _check_selection(data: DataConfig, path: str, phantom_path: str) -> None:
-    """``order``, ``skip`` and, for the phantom, that ``skip + size`` fits the pool."""
+    """``order``, ``skip``, ``fit`` and, for the phantom, that ``skip + size`` fits the pool."""
     _choice(f"{path}.order", data.order, SUBSET_ORDERS)
+    _choice(f"{path}.fit", data.fit, FITS)
     _positive(f"{path}.skip", data.skip, allow_zero=True)
     if data.kind == "phantom" and (data.size or 0) + data.skip > data.phantom_n:
         after = f" after skip {data.skip}" if data.skip else ""
@@ -483,17 +519,18 @@ def _check_selection(data: DataConfig, path: str, phantom_path: str) -> None:
         )
 
 
-def reference_data(cfg: TrainConfig) -> DataConfig:
-    """The dataset of ``cfg.eval_reference`` as a DataConfig (null fields taken from
-    ``cfg.data``, no augmentation). Its images are drawn with ``cfg.eval_reference.seed``.
+def reference_data(cfg: TrainConfig, ref: ReferenceConfig | None = None) -> DataConfig:
+    """The dataset of ``ref`` (default ``cfg.eval_reference``; also a sweep's
+    ``select.reference`` and ``select.test_reference``) as a DataConfig (null fields taken
+    from ``cfg.data``, no augmentation). Its images are drawn with the reference's ``seed``.
     Translators (``target_data`` set) compare their translations with the target domain (MR):
     null fields come from ``cfg.target_data`` instead, and so does the phantom's modality."""
-    ref, data = cfg.eval_reference, cfg.target_data or cfg.data
+    ref, data = ref or cfg.eval_reference, cfg.target_data or cfg.data
     inherited = {
         name: getattr(data, name) if getattr(ref, name) is None else getattr(ref, name)
         for name in (
             "kind", "root", "phantom_n", "phantom_seed", "plane", "brain_plane", "machine",
-            "train_split", "skip_corrupt", "cache_dir",
+            "train_split", "skip_corrupt", "cache_dir", "fit",
         )
     }  # fmt: skip
     return DataConfig(
@@ -711,10 +748,80 @@ def validate_sweep(cfg: SweepConfig) -> SweepConfig:
             f"scheduler.reduction_factor: must be a finite number > 1, got "
             f"{cfg.scheduler.reduction_factor}"
         )
+    _positive("rank_window", cfg.rank_window)
     validate_train(cfg.base, prefix="base.")
     validate_space(cfg.space)
     _check_whole_sweep(cfg)
+    if cfg.select is not None:
+        _validate_select(cfg)
     return cfg
+
+
+def select_objective(cfg: SweepConfig):
+    """What the final selection minimises or maximises: ``select.metric`` (default: the
+    sweep's metric) with ``select.mode`` (default: the sweep's mode for the sweep's metric,
+    else min)."""
+    from fetalgan.evaluation import Objective
+
+    sel = cfg.select or SelectConfig()
+    metric = sel.metric or cfg.metric
+    mode = sel.mode or (cfg.mode if metric == cfg.metric else "min")
+    return Objective(metric, mode)
+
+
+def _validate_select(cfg: SweepConfig) -> None:
+    """``select``: counts, a metric the selection can compute from images, references that
+    resolve to datasets, models that generate, and (phantom sets, no files needed) that the
+    four real sets share no image; file-based sets are checked when the sweep starts."""
+    from fetalgan.evaluation import metric_source
+    from fetalgan.models import GENERATORS
+
+    sel = cfg.select
+    for key in ("top_k", "per_trial", "n_fake", "draws"):
+        _positive(f"select.{key}", getattr(sel, key))
+    if sel.n_fake < 2:
+        raise ConfigError(f"select.n_fake: must be >= 2 (a covariance needs two), got {sel.n_fake}")
+    _positive("select.seed", sel.seed, allow_zero=True)
+    if sel.mode is not None:
+        _choice("select.mode", sel.mode, ("min", "max"))
+    objective = select_objective(cfg)
+    try:
+        source = metric_source(objective.metric)
+    except ValueError as err:
+        raise ConfigError(f"select.{err}") from None
+    if source is None:
+        raise ConfigError(
+            f"select.metric: {objective.metric!r} is a training loss, not a measure of the "
+            "images; expected fid, kid_mean, lbpv_l1, psnr, ssim or mi_normalised"
+        )
+    if sel.fid_dims is not None and sel.fid_dims not in FID_DIMS:
+        raise ConfigError(
+            f"select.fid_dims: expected one of {', '.join(map(str, FID_DIMS))}, got {sel.fid_dims}"
+        )
+    models = {cfg.base.model, *(space_values(cfg.space.get("model", {"choice": []})) or [])}
+    for model in sorted(models):
+        if model not in GENERATORS:
+            raise ConfigError(
+                f"select: model {model} translates images and has no sampler to re-score; the "
+                f"selection stage is for {', '.join(GENERATORS)}"
+            )
+    for name in ("reference", "test_reference"):
+        ref = getattr(sel, name)
+        path = f"select.{name}"
+        _positive(f"{path}.size", ref.size)
+        _positive(f"{path}.phantom_n", ref.phantom_n)
+        _positive(f"{path}.seed", ref.seed, allow_zero=True)
+        if ref.kind is not None:
+            _choice(f"{path}.kind", ref.kind, DATA_KINDS)
+        data = reference_data(cfg.base, ref)
+        if data.kind != "phantom" and not data.root:
+            raise ConfigError(
+                f"{path}.root: required for kind {data.kind!r} (the dataset directory)"
+            )
+        _check_selection(data, path, name)
+    from fetalgan.data.splits import check_real_sets
+
+    check_real_sets(cfg, files=False)
 
 
 def space_values(dist: dict[str, list[Any]]) -> list[Any] | None:

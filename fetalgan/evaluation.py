@@ -70,6 +70,11 @@ class Objective:
         return f"best_{self.metric}"
 
     @property
+    def window_key(self) -> str:
+        """The metric key of the mean over a run's last evaluations (``window_fid``)."""
+        return f"window_{self.metric}"
+
+    @property
     def worst(self) -> float:
         return math.inf if self.mode == "min" else -math.inf
 
@@ -126,6 +131,9 @@ class Evaluation:
     objective: Objective = field(default_factory=Objective)
     best_value: float | None = None
     is_best: bool = False
+    # rank_by: window: the mean of the log-metric over the run's last rank_window evaluations
+    # up to this one, as a geometric mean (window_value)
+    window_value: float | None = None
     sample_grid: str | None = None  # PNG of the first 64 fakes
     checkpoint: str | None = None  # the full training state after this evaluation
     best_weights: str | None = None  # weights-only best.pt, written when is_best
@@ -137,6 +145,8 @@ class Evaluation:
         out: dict[str, float] = {**self.losses, **self.values}
         if self.best_value is not None:
             out[self.objective.best_key] = self.best_value
+        if self.window_value is not None:
+            out[self.objective.window_key] = self.window_value
         out["eval_seconds"] = self.eval_seconds
         out["train_seconds"] = self.train_seconds
         out["n_fake"] = self.n_fake
@@ -159,6 +169,19 @@ class Evaluation:
         data = dict(data)
         data["objective"] = Objective(**data.get("objective", {}))
         return cls(**data)
+
+
+def window_value(values: Iterable[float | None], window: int) -> float | None:
+    """The mean of the log of the last ``window`` finite ``values`` (oldest first), given back
+    as the geometric mean, in the metric's units; the plain mean when one of them is <= 0 (a
+    KID estimate can be); None when none is finite. One noisy low evaluation moves it by a
+    ``window``-th of its log, where a best-so-far would keep it for good."""
+    finite = [float(v) for v in values if is_number(v)][-window:]
+    if not finite:
+        return None
+    if min(finite) <= 0:
+        return sum(finite) / len(finite)
+    return math.exp(sum(math.log(v) for v in finite) / len(finite))
 
 
 def eval_fraction(records: Iterable[dict[str, Any]]) -> float | None:

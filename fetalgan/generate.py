@@ -20,7 +20,13 @@ def load_generator(checkpoint: str | Path, device: str = "auto"):
     generators hold the checkpoint's averaged (EMA) weights when it has them, the weights
     training sampled and scored."""
     from fetalgan import models
-    from fetalgan.checkpoint import load_checkpoint, load_sampling_weights, require
+    from fetalgan.checkpoint import (
+        SAMPLING_ONLY,
+        load_checkpoint,
+        load_networks,
+        load_sampling_weights,
+        require,
+    )
     from fetalgan.config import train_config_from_dict
     from fetalgan.devices import pick_device
 
@@ -32,7 +38,10 @@ def load_generator(checkpoint: str | Path, device: str = "auto"):
         raise ValueError(f"{checkpoint}: config: {err}") from None
     networks = models.build(cfg)
     target = pick_device(device if device != "auto" else cfg.device)
-    load_sampling_weights(networks, state, checkpoint)  # the EMA generator when it has one
+    if state.get(SAMPLING_ONLY):  # a selection candidate: the sampling networks alone
+        load_networks({name: networks[name] for name in state["networks"]}, state, checkpoint)
+    else:
+        load_sampling_weights(networks, state, checkpoint)  # the EMA generator when it has one
     for net in networks.values():
         net.to(target).eval()
     return networks, cfg

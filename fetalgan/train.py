@@ -24,7 +24,14 @@ from typing import Any
 
 from fetalgan.config import TrainConfig, to_dict
 from fetalgan.devices import pick_device
-from fetalgan.evaluation import Evaluation, Objective, eval_fraction, metric_source
+from fetalgan.evaluation import (
+    Evaluation,
+    Objective,
+    eval_fraction,
+    is_number,
+    metric_source,
+    window_value,
+)
 
 # Called after every evaluation; on rank 0 the Evaluation names the checkpoint file.
 Report = Callable[[Evaluation], None]
@@ -199,6 +206,27 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def candidate_state(networks: dict, names: tuple[str, ...], epoch: int, value: float) -> dict:
+    """One evaluation's candidate for the final selection: the sampling weights of the
+    networks ``names`` (copied to the CPU), its epoch and its value of the objective."""
+    return {
+        "epoch": int(epoch),
+        "value": float(value),
+        "networks": {
+            name: {
+                k: v.detach().to("cpu", copy=True) for k, v in networks[name].state_dict().items()
+            }
+            for name in names
+        },
+    }
+
+
+def keep_best_candidates(candidates: list[dict], objective: Objective, k: int) -> list[dict]:
+    """The ``k`` best of ``candidates`` by ``objective`` (earlier epoch first on ties)."""
+    sign = 1.0 if objective.mode == "min" else -1.0
+    return sorted(candidates, key=lambda c: (sign * c["value"], c["epoch"]))[:k]
+
+
 def _default_run_dir() -> Path:
     return Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
 
@@ -231,6 +259,8 @@ def train(
     extra: dict | None = None,
     objective: Objective | None = None,
     device: str | None = None,
+    keep_candidates: int = 1,
+    rank_window: int | None = None,
 ) -> Evaluation:
     """Train ``cfg.model`` on ``cfg.data``; return the last :class:`Evaluation`.
 
@@ -248,6 +278,13 @@ def train(
     :mod:`fetalgan.ema`) evaluations sample the generator's moving average, and checkpoints
     keep it beside the trained weights. Each evaluation records ``train_seconds`` and the
     run's ``eval_fraction`` (time evaluating over time evaluating and training).
+
+    ``keep_candidates`` > 1 (a sweep's ``select.per_trial``): the full checkpoint also keeps
+    the sampling weights (the generator networks, EMA-averaged where on) of the run's
+    ``keep_candidates`` best evaluations, the candidates of the final selection stage
+    (:func:`candidate_state`). ``rank_window``: each evaluation also carries
+    ``window_<metric>``, the geometric mean of the objective's metric over the last
+    ``rank_window`` evaluations (:func:`fetalgan.evaluation.window_value`).
     """
     import torch
 
@@ -312,7 +349,7 @@ def train(
     for net in networks.values():
         net.to(device, memory_format=memory_format)
     optimizers = model.make_optimizers(cfg, networks)
-    start_epoch, history, best_value = 0, [], None
+    start_epoch, history, best_value, candidates = 0, [], None, []
     if state:
         require(state, resume, ("networks", "optimizers", "epoch", "rng"))
         load_networks(networks, state, resume)
@@ -324,6 +361,7 @@ def train(
         start_epoch, history = state["epoch"], list(state.get("history", []))
         if objective is not None and state.get("objective") == objective.metric:
             best_value = state.get("best_value")
+            candidates = list(state.get("candidates") or [])
         rank_states = state.get("rng_ranks") or [state["rng"]]
         if rank < len(rank_states):
             _set_rng_state(rank_states[rank], device)
@@ -493,6 +531,21 @@ def train(
                 evaluation.is_best = objective.better(score, best_value)
                 best_value = score if evaluation.is_best else best_value
                 evaluation.best_value = best_value
+                if rank_window:
+                    evaluation.window_value = window_value(
+                        [*(h.get("values", {}).get(objective.metric) for h in history), score],
+                        rank_window,
+                    )
+                if keep_candidates > 1 and is_number(score):
+                    sampling = networks if ema is None else ema.sampling_networks(networks)
+                    candidates = keep_best_candidates(
+                        [
+                            *candidates,
+                            candidate_state(sampling, GENERATORS[cfg.model], done, score),
+                        ],
+                        objective,
+                        keep_candidates,
+                    )
             else:
                 evaluation.objective = Objective()
             checkpoint_file = run_dir / "checkpoints" / "last.pt"
@@ -512,6 +565,7 @@ def train(
                 "objective": None if objective is None else objective.metric,
                 "best_value": best_value,
                 "extra": extra,
+                **({"candidates": candidates} if candidates else {}),
             }
             if rank_states is not None:  # rank 0's own entry as of now, like "rng"
                 saved["rng_ranks"] = [saved["rng"], *rank_states[1:]]

@@ -135,10 +135,12 @@ def searcher(cfg: SweepConfig, max_concurrent: int):
 
 def tune_metric(cfg: SweepConfig) -> str:
     """The result key ASHA and the search compare trials by (``rank_by``): the latest
-    evaluation's ``metric``, or the trial's best so far, ``best_<metric>``."""
+    evaluation's ``metric``, the trial's best so far, ``best_<metric>``, or the geometric mean
+    over its last ``rank_window`` evaluations, ``window_<metric>``."""
     from fetalgan.evaluation import Objective
 
-    return Objective(cfg.metric, cfg.mode).best_key if cfg.rank_by == "best" else cfg.metric
+    objective = Objective(cfg.metric, cfg.mode)
+    return {"best": objective.best_key, "window": objective.window_key}.get(cfg.rank_by, cfg.metric)
 
 
 def scheduler(cfg: SweepConfig):
@@ -161,7 +163,7 @@ def progress_reporter(cfg: SweepConfig):
         metric_columns={
             **PROGRESS_METRICS,
             **({cfg.metric: cfg.metric} if cfg.metric not in PROGRESS_METRICS else {}),
-            **({tune_metric(cfg): tune_metric(cfg)} if cfg.rank_by == "best" else {}),
+            **({tune_metric(cfg): tune_metric(cfg)} if cfg.rank_by != "last" else {}),
         },
         parameter_columns=list(cfg.space),
         max_report_frequency=30,

@@ -12,7 +12,13 @@ from fetalgan.sweep.space import describe
 
 
 def summarise(
-    cfg: SweepConfig, grid, exp_dir: Path, outcome: dict | None, tracker, interrupted: bool
+    cfg: SweepConfig,
+    grid,
+    exp_dir: Path,
+    outcome: dict | None,
+    tracker,
+    interrupted: bool,
+    selection: dict | None = None,
 ) -> dict[str, Any]:
     """``{name, metric, mode, experiment_path, interrupted, num_trials, num_errors,
     num_stopped_early, best}`` (+ tracking fields; ``outcome``: the tracking callback's, see
@@ -36,6 +42,29 @@ def summarise(
             "checkpoint": result.checkpoint.path if result.checkpoint else None,
             "checkpoint_uri": f"runs:/{run_id}/checkpoint/best.pt" if run_id else None,
         }
+    if selection is not None:  # the final selection's winner is the sweep's best
+        winner = selection["winner"]
+        chosen = next(
+            (r for r in grid if r.metrics and r.metrics.get("trial_id") == winner["trial_id"]),
+            None,
+        )
+        best = {
+            "trial_id": winner["trial_id"],
+            "run_id": winner["run_id"],
+            "config": {k: v for k, v in chosen.config.items() if k in TRAIN_KEYS}
+            if chosen is not None
+            else {},
+            cfg.metric: winner["in_sweep"],
+            "last_epoch": chosen.metrics.get("epoch") if chosen is not None else None,
+            "epoch": winner["epoch"],
+            "checkpoint": None,
+            "checkpoint_uri": f"runs:/{winner['run_id']}/{winner['artifact']}",
+            "selection": {"metric": selection["metric"], "value": winner["score"],
+                          "std": winner["spread"], "n_fake": selection["n_fake"],
+                          "draws": selection["draws"],
+                          "candidates": len(selection["candidates"])},
+            "test": {"metric": selection["metric"], **selection["test"]},
+        }  # fmt: skip
     summary = {
         "name": cfg.name,
         "metric": cfg.metric,
@@ -81,6 +110,24 @@ def print_summary(summary: dict) -> None:
     metric = summary["metric"]
     if best is None:
         lines.append(f"   no trial reported {metric} yet")
+    elif best.get("selection"):
+        chosen, test = best["selection"], best["test"]
+        lines.append(
+            f"   selected trial {best['trial_id']} epoch {best['epoch']} (of "
+            f"{chosen['candidates']} candidates; trained to epoch {best['last_epoch']})"
+        )
+        lines.append(
+            f"     in-sweep {metric} {best[metric]:.4g} (its run's lowest evaluation: optimistic)"
+        )
+        lines.append(
+            f"     selection {chosen['metric']} {chosen['value']:.4g} +- {chosen['std']:.2g} "
+            f"({chosen['draws']} x {chosen['n_fake']} fresh fakes, select.reference)"
+        )
+        lines.append(
+            f"     test {test['metric']} {test['value']:.4g} +- {test['std']:.2g} "
+            f"({test['draws']} x {test['n_fake']} fakes, select.test_reference: the number "
+            "to report)"
+        )
     else:
         lines.append(
             f"   best trial {best['trial_id']}: best {metric} = {best[metric]:.4g} "

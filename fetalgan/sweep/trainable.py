@@ -41,6 +41,8 @@ class TrialSpec:
     ddp_storage: str = ""  # Ray Train storage of data-parallel trials
     parent_run_id: str | None = None  # the sweep's MLflow parent run
     experiment_dir: str = ""  # the Tune experiment on the shared storage (non-finite markers)
+    keep_candidates: int = 1  # select.per_trial: evaluations whose weights a trial keeps
+    rank_window: int | None = None  # rank_by: window: evaluations in window_<metric>
 
 
 STAGE_DIR = "staging"  # in a trial's directory: the checkpoint being handed to Tune
@@ -181,6 +183,8 @@ def _run(
             extra=extra,
             objective=spec.objective,
             device=device,
+            keep_candidates=spec.keep_candidates,
+            rank_window=spec.rank_window,
         )
     shutil.rmtree(run_dir.parent, ignore_errors=True)  # the trial's work folder
 

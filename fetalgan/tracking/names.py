@@ -25,11 +25,18 @@ REFERENCE_TAG = "reference"  # identity of the real set the metrics compare with
 REFERENCE_N_TAG = "reference_n"  # images in that set
 REFERENCE_KEY_TAG = "reference_key"  # digest of its images (the statistics cache key)
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's standard source tag
+# On the parent, after the final selection stage (fetalgan.selection):
+SELECTED_RUN_TAG = "fetalgan.selected_run_id"  # the winning trial run
+SELECTED_EPOCH_TAG = "fetalgan.selected_epoch"  # the epoch its weights were saved at
+SELECTED_ARTIFACT_TAG = "fetalgan.selected_artifact"  # checkpoint/best.pt or candidates/...
+SELECTED_AT_TAG = "fetalgan.selected_at"  # when (Unix seconds): the latest selection counts
 
 # Artefacts
 CHECKPOINT_DIR = "checkpoint"  # checkpoint/best.pt, checkpoint/last.pt, checkpoint/epoch_NNNN.pt
 BEST_CHECKPOINT = "best.pt"
 LAST_CHECKPOINT = "last.pt"
+CANDIDATES_DIR = "checkpoint/candidates"  # a trial's next-best evaluations (select.per_trial)
+SELECTION_ARTIFACT = "selection.json"  # on the parent: the selection's candidates and scores
 SAMPLES_KEY = "samples"  # log_image key of the evaluation sample grids (step = epoch)
 CONFIG_ARTIFACT = "config.yaml"
 ENVIRONMENT_ARTIFACT = "environment.json"
@@ -42,3 +49,23 @@ SYSTEM_PREFIX = "system/"  # per-trial system metrics (cpu_percent, rss_mib, gpu
 
 def epoch_checkpoint(epoch: int) -> str:
     return f"epoch_{epoch:04d}.pt"
+
+
+def candidate_checkpoint(epoch: int) -> str:
+    """Artefact path of a selection candidate's weights."""
+    return f"{CANDIDATES_DIR}/epoch_{epoch:04d}.pt"
+
+
+def select_key(metric: str) -> str:
+    """Parent metric: the winner's selection score (mean over the draws)."""
+    return f"select/{metric}"
+
+
+def test_key(metric: str) -> str:
+    """Parent metric: the winner's test score (mean over the draws); ``_std`` its spread."""
+    return f"test/{metric}"
+
+
+def rescore_key(metric: str) -> str:
+    """Candidate run metric, at the candidate's epoch: its selection score."""
+    return f"rescore_{metric}"

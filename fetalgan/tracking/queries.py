@@ -88,10 +88,19 @@ def best_run(
     that best value and ``checkpoint_uri`` the run's ``checkpoint/best.pt`` (saved at the
     evaluation that reached it). ValueError for an unknown experiment, NoBestRunError (a
     ValueError) when no run has the metric.
+
+    When a sweep of the experiment (``parent_run_id``'s, else the latest selected) ran the
+    final selection stage, best is its winner (:func:`selected_run`) and the record also has
+    ``epoch``, ``selection`` and ``test`` (the winner's scores on the selection and test
+    references); ``value`` stays the winner's in-sweep value.
     """
     client = _client(tracking_uri)
     exp = experiment_of(client, experiment, tracking_uri)
     objective = objective_of(exp, metric, mode)
+    if objective == objective_of(exp):  # another metric or mode asked for: in-sweep ranking
+        chosen = selected_run(client, exp, parent_run_id)
+        if chosen is not None:
+            return chosen
     query = f"tags.`{names.ROLE_TAG}` = '{names.ROLE_TRIAL}' and attributes.status = 'FINISHED'"
     if parent_run_id:
         query += f" and tags.mlflow.parentRunId = '{parent_run_id}'"
@@ -113,6 +122,160 @@ def best_run(
         "params": dict(run.data.params),
         "checkpoint_uri": f"runs:/{run_id}/{names.CHECKPOINT_DIR}/{checkpoint_name(client, run_id)}",
     }
+
+
+def _selection_parent(client, exp, parent_run_id: str | None):
+    """The sweep parent run whose selection counts: ``parent_run_id``'s (if it has one), else
+    the most recently selected sweep of the experiment; None when there is none."""
+    if parent_run_id:
+        run = client.get_run(parent_run_id)
+        return run if names.SELECTED_RUN_TAG in run.data.tags else None
+    parents = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{names.ROLE_TAG}` = '{names.ROLE_SWEEP}'",
+        max_results=5000,
+    )
+    parents = [p for p in parents if names.SELECTED_RUN_TAG in p.data.tags]
+    if not parents:
+        return None
+    return max(parents, key=lambda p: float(p.data.tags.get(names.SELECTED_AT_TAG) or 0))
+
+
+def selection_record(client, parent_run_id: str) -> dict[str, Any]:
+    """The ``selection.json`` a sweep parent run holds (see ``fetalgan.selection``)."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fetalgan-selection-") as tmp:
+        path = client.download_artifacts(parent_run_id, names.SELECTION_ARTIFACT, tmp)
+        return json.loads(Path(path).read_text())
+
+
+def selected_run(client, exp, parent_run_id: str | None = None) -> dict[str, Any] | None:
+    """The final selection's winner as a :func:`best_run` record (with ``epoch``,
+    ``selection``, ``test`` and the sweep's ``parent_run_id``), or None when no sweep of the
+    experiment (or ``parent_run_id``) ran a selection."""
+    parent = _selection_parent(client, exp, parent_run_id)
+    if parent is None:
+        return None
+    record = selection_record(client, parent.info.run_id)
+    winner, test = record["winner"], record["test"]
+    run = client.get_run(winner["run_id"])
+    reference = record.get("reference") or {}
+    test_reference = record.get("test_reference") or {}
+    return {
+        "run_id": winner["run_id"],
+        "run_name": run.info.run_name,
+        "metric": record["in_sweep_metric"],
+        "value": winner["in_sweep"],
+        "mode": objective_of(exp).mode,
+        "params": dict(run.data.params),
+        "checkpoint_uri": f"runs:/{winner['run_id']}/{winner['artifact']}",
+        "epoch": winner["epoch"],
+        "parent_run_id": parent.info.run_id,
+        "selection": {
+            "metric": record["metric"],
+            "value": winner["score"],
+            "std": winner["spread"],
+            "n_fake": record["n_fake"],
+            "draws": record["draws"],
+            "n_real": reference.get("n"),
+            "candidates": len(record["candidates"]),
+        },
+        "test": {
+            "metric": record["metric"],
+            "value": test["value"],
+            "std": test["std"],
+            "n_fake": test["n_fake"],
+            "draws": test["draws"],
+            "n_real": test_reference.get("n"),
+        },
+    }
+
+
+def sweep_parent_run(
+    experiment: str, *, parent_run_id: str | None = None, tracking_uri: str | None = None
+) -> dict[str, Any]:
+    """A sweep's parent run: ``parent_run_id``, else the experiment's latest;
+    ``{run_id, status, experiment_path}``. ValueError when there is none."""
+    client = _client(tracking_uri)
+    exp = experiment_of(client, experiment, tracking_uri)
+    if parent_run_id:
+        run = client.get_run(parent_run_id)
+        if run.info.experiment_id != exp.experiment_id:
+            raise ValueError(f"run {parent_run_id} is not a run of experiment {experiment!r}")
+    else:
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{names.ROLE_TAG}` = '{names.ROLE_SWEEP}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs:
+            raise ValueError(f"experiment {experiment!r} has no sweep run")
+        run = runs[0]
+    return {
+        "run_id": run.info.run_id,
+        "status": run.info.status,
+        "experiment_path": run.data.tags.get("experiment_path"),
+    }
+
+
+def selection_candidates(
+    experiment: str,
+    *,
+    parent_run_id: str,
+    top_k: int,
+    per_trial: int,
+    tracking_uri: str | None = None,
+) -> list[dict[str, Any]]:
+    """The final selection's candidates of sweep ``parent_run_id``: its FINISHED trial runs
+    ranked by their best in-sweep value (the experiment's objective), the first ``top_k``;
+    of each, ``checkpoint/best.pt`` (at the epoch of that best value) and up to
+    ``per_trial - 1`` of its ``checkpoint/candidates/epoch_NNNN.pt``, best in-sweep value
+    first. Each as ``{run_id, run_name, trial_id, epoch, in_sweep, artifact}``, in rank order."""
+    client = _client(tracking_uri)
+    exp = experiment_of(client, experiment, tracking_uri)
+    objective = objective_of(exp)
+    query = (
+        f"tags.`{names.ROLE_TAG}` = '{names.ROLE_TRIAL}' and attributes.status = 'FINISHED' "
+        f"and tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+    runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=5000)
+    scored = [(run, run_best_value(client, run, objective)) for run in runs]
+    scored = [(run, value) for run, value in scored if is_number(value)]
+    sign = 1.0 if objective.mode == "min" else -1.0
+    scored.sort(key=lambda pair: sign * pair[1])
+    out = []
+    for run, best in scored[:top_k]:
+        run_id = run.info.run_id
+        history = {m.step: m.value for m in client.get_metric_history(run_id, objective.metric)}
+        files = {Path(f.path).name for f in client.list_artifacts(run_id, names.CHECKPOINT_DIR)}
+        if names.BEST_CHECKPOINT not in files:
+            continue
+        best_epoch = min((step for step, value in history.items() if value == best), default=None)
+        common = {
+            "run_id": run_id,
+            "run_name": run.info.run_name,
+            "trial_id": run.data.tags.get(names.TRIAL_TAG),
+        }
+        out.append(
+            {
+                **common,
+                "epoch": best_epoch,
+                "in_sweep": best,
+                "artifact": f"{names.CHECKPOINT_DIR}/{names.BEST_CHECKPOINT}",
+            }
+        )
+        others = []
+        for f in client.list_artifacts(run_id, names.CANDIDATES_DIR):
+            stem = Path(f.path).stem  # epoch_NNNN
+            if stem.startswith("epoch_") and stem[6:].isdigit() and int(stem[6:]) != best_epoch:
+                others.append((int(stem[6:]), history.get(int(stem[6:])), f.path))
+        others.sort(key=lambda o: (sign * o[1] if is_number(o[1]) else float("inf"), o[0]))
+        for epoch, value, path in others[: per_trial - 1]:
+            out.append({**common, "epoch": epoch, "in_sweep": value, "artifact": path})
+    return out
 
 
 def checkpoint_name(client, run_id: str) -> str:

@@ -122,11 +122,11 @@ class SweepTracker:
     def log_sweep_config(self, sweep_yaml: str) -> None:
         self.client.log_text(self.parent_run_id, sweep_yaml, names.SWEEP_ARTIFACT)
 
-    def finish_parent(self, status: str, *, register: bool = True) -> dict | None:
+    def finish_parent(self, status: str | None, *, register: bool = True) -> dict | None:
         """Tag the parent with the best child (by :func:`~fetalgan.tracking.queries.best_run`),
         log ``best_<metric>`` on it, register the best child's generator as a new version of
-        the model named after the experiment (alias ``best``), end the parent with ``status``.
-        Returns the best run or None when no trial finished with the metric."""
+        the model named after the experiment (alias ``best``), end the parent with ``status``
+        (None: leave it as it is, as ``fetalgan select`` on a finished sweep does). Returns the best run or None when no trial finished with the metric."""
         best = None
         try:
             best = best_run(
@@ -143,7 +143,10 @@ class SweepTracker:
             self.client.log_metric(self.parent_run_id, self.objective.best_key, best["value"])
             if register:
                 best["model_version"] = self.register(best["run_id"], best["checkpoint_uri"])
-        self.client.set_terminated(self.parent_run_id, status=status)
+                if best["model_version"] and best.get("test"):
+                    self.describe_version(best["model_version"], best)
+        if status is not None:
+            self.client.set_terminated(self.parent_run_id, status=status)
         return best
 
     def register(self, run_id: str, checkpoint_uri: str) -> str | None:
@@ -167,6 +170,25 @@ class SweepTracker:
                 f"MLflow model registry: could not register run {run_id}: {err}", stacklevel=2
             )
             return None
+
+    def describe_version(self, version: str, best: dict) -> None:
+        """The registered version's description: the selected generator's test score (what to
+        report), its selection score and its in-sweep value, each with what it was measured on."""
+        test, chosen = best["test"], best["selection"]
+        text = (
+            f"fetalgan final selection of sweep run {best.get('parent_run_id')}: run "
+            f"{best['run_id']} at epoch {best.get('epoch')}. "
+            f"Test {test['metric']} = {test['value']:.4g} +- {test['std']:.2g} (mean and "
+            f"standard deviation of {test['draws']} draws of {test['n_fake']} fakes against "
+            f"{test.get('n_real')} held-out test images: report this one). "
+            f"Selection {chosen['metric']} = {chosen['value']:.4g} +- {chosen['std']:.2g} (chose "
+            f"it among {chosen.get('candidates')} candidates). In-sweep {best['metric']} = "
+            f"{best['value']:.4g} (the lowest of its run's evaluations: optimistic)."
+        )
+        try:
+            self.client.update_model_version(self.experiment, version, description=text)
+        except Exception as err:  # MLflow raises its own and HTTP errors here
+            warnings.warn(f"MLflow model registry: version {version}: {err}", stacklevel=2)
 
     # ---- trial runs ----------------------------------------------------------------------
 
@@ -298,9 +320,65 @@ class SweepTracker:
             self._log_weights(run_id, Path(checkpoint_file), names.epoch_checkpoint(epoch))
 
     def log_last_weights(self, run_id: str, checkpoint_file: Path | None) -> None:
-        """``checkpoint/last.pt``: the weights of a trial's last state (at its end)."""
-        if checkpoint_file is not None and Path(checkpoint_file).is_file():
-            self._log_weights(run_id, Path(checkpoint_file), names.LAST_CHECKPOINT)
+        """``checkpoint/last.pt``: the weights of a trial's last state (at its end); and the
+        selection candidates the state kept (``select.per_trial`` > 1), other than its best
+        evaluation (``best.pt``), as ``checkpoint/candidates/epoch_NNNN.pt``."""
+        if checkpoint_file is None or not Path(checkpoint_file).is_file():
+            return
+        from fetalgan.checkpoint import candidate_weights, load_checkpoint, save_checkpoint
+
+        state = load_checkpoint(checkpoint_file)
+        with tempfile.TemporaryDirectory(prefix="fetalgan-mlflow-") as tmp:
+            from fetalgan.checkpoint import save_weights
+
+            weights = save_weights(Path(tmp) / names.LAST_CHECKPOINT, state)
+            self.client.log_artifact(run_id, str(weights), names.CHECKPOINT_DIR)
+            candidates = state.get("candidates") or []
+            best_epoch = _best_epoch(state)
+            for candidate in candidates:
+                if candidate["epoch"] == best_epoch:
+                    continue  # checkpoint/best.pt
+                name = Path(names.candidate_checkpoint(candidate["epoch"])).name
+                path = save_checkpoint(Path(tmp) / name, candidate_weights(state, candidate))
+                self.client.log_artifact(run_id, str(path), names.CANDIDATES_DIR)
+
+    def log_selection(self, result: dict) -> None:
+        """The final selection on the parent run (``select/<metric>`` of the winner,
+        ``test/<metric>`` and ``test/<metric>_std``, ``select/optimism``, the winner's run,
+        epoch and artefact as tags, ``selection.json``) and each candidate's selection score
+        on its own run (``rescore_<metric>`` at the candidate's epoch)."""
+        from mlflow.entities import Metric, RunTag
+
+        metric, winner, test = result["metric"], result["winner"], result["test"]
+        now = int(time.time() * 1000)
+        values = {
+            names.select_key(metric): winner["score"],
+            names.select_key(metric) + "_std": winner["spread"],
+            names.test_key(metric): test["value"],
+            names.test_key(metric) + "_std": test["std"],
+            "select/optimism": result.get("optimism"),
+            "select/seconds": result.get("seconds"),
+        }
+        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if is_number(v)]
+        tags = {
+            names.SELECTED_RUN_TAG: winner["run_id"],
+            names.SELECTED_EPOCH_TAG: str(winner["epoch"]),
+            names.SELECTED_ARTIFACT_TAG: winner["artifact"],
+            names.SELECTED_AT_TAG: str(time.time()),
+        }
+        self.client.log_batch(
+            self.parent_run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()]
+        )
+        self.client.log_dict(self.parent_run_id, result, names.SELECTION_ARTIFACT)
+        for candidate in result["candidates"]:
+            if is_number(candidate["score"]):
+                self.client.log_metric(
+                    candidate["run_id"],
+                    names.rescore_key(metric),
+                    candidate["score"],
+                    timestamp=now,
+                    step=int(candidate["epoch"]),
+                )
 
     def _log_weights(self, run_id: str, checkpoint_file: Path, name: str) -> None:
         """The weights of a full checkpoint, logged as ``checkpoint/<name>``."""
@@ -328,6 +406,12 @@ class SweepTracker:
             self.client.set_tag(run_id, names.ERROR_TAG, error[-5000:])
         self.client.set_tag(run_id, names.STOPPED_EARLY_TAG, str(bool(stopped_early)).lower())
         self.client.set_terminated(run_id, status=status)
+
+
+def _best_epoch(state: dict[str, Any]) -> int | None:
+    """The epoch of a state's best evaluation (what its ``best.pt`` holds), from its history."""
+    epochs = [h.get("epoch") for h in state.get("history", []) if h.get("is_best")]
+    return epochs[-1] if epochs else None
 
 
 def _link_as(src: Path, name: str, folder: Path) -> Path:
