@@ -1,4 +1,5 @@
-"""The one image reader and writer: 8-bit grey PNGs and sample grids, and the one resize.
+"""The one image reader and writer: 8-bit grey PNGs and sample grids, and the one resize
+(:func:`fit_square`: crop, squash or pad to a square).
 
 Arrays are ``(H, W) uint8`` for one image and ``(N, 1, H, W) uint8`` tensors for sets.
 """
@@ -69,9 +70,8 @@ def write_png(image: np.ndarray, path: str | Path) -> None:
 def resize_crop(image: np.ndarray, resolution: int) -> np.ndarray:
     """``(H, W) uint8`` -> ``(R, R) uint8``: short side resized to ``R`` (antialiased), centre crop.
 
-    The trainer's data preparation (PIL bilinear with antialiasing, torchvision ``Resize``'s
-    rounding of the long side); evaluation and the reader study bring real images to the
-    fakes' size with it so that no size or resampling difference tells the sets apart.
+    ``data.fit: crop`` (the default), torchvision's ``Resize(R)`` + ``CenterCrop(R)``: PIL
+    bilinear with antialiasing, torchvision ``Resize``'s rounding of the long side.
     """
     h, w = image.shape
     short, long = min(h, w), max(h, w)
@@ -84,6 +84,47 @@ def resize_crop(image: np.ndarray, resolution: int) -> np.ndarray:
     top = int(round((arr.shape[0] - resolution) / 2.0))
     left = int(round((arr.shape[1] - resolution) / 2.0))
     return np.ascontiguousarray(arr[top : top + resolution, left : left + resolution])
+
+
+def resize_squash(image: np.ndarray, resolution: int) -> np.ndarray:
+    """``(H, W) uint8`` -> ``(R, R) uint8``: the whole image resized to ``R x R`` (antialiased
+    bilinear), aspect ratio ignored: torchvision's ``Resize((R, R))``, the seed studies' resize."""
+    h, w = image.shape
+    if (h, w) == (resolution, resolution):
+        return np.ascontiguousarray(image)
+    img = Image.fromarray(image, mode="L").resize((resolution, resolution), Image.BILINEAR)
+    return np.asarray(img).copy()
+
+
+def resize_pad(image: np.ndarray, resolution: int) -> np.ndarray:
+    """``(H, W) uint8`` -> ``(R, R) uint8``: letterboxed to a square with black (centred; the odd
+    pixel of padding goes to the bottom or right), then resized to ``R x R`` (antialiased
+    bilinear): all of the image, aspect ratio kept."""
+    h, w = image.shape
+    side = max(h, w)
+    square = np.zeros((side, side), dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top : top + h, left : left + w] = image
+    return resize_squash(square, resolution)
+
+
+def fit_square(image: np.ndarray, resolution: int, fit: str = "crop") -> np.ndarray:
+    """``(H, W) uint8`` -> ``(R, R) uint8`` by ``fit`` (``data.fit``): ``crop``
+    (:func:`resize_crop`), ``squash`` (:func:`resize_squash`) or ``pad`` (:func:`resize_pad`).
+
+    The one resize of real images: training data, evaluation references, ``fetalgan evaluate``
+    and the reader study all bring images to ``R x R`` through it. ``ValueError`` naming the
+    choices for any other ``fit``.
+    """
+    if fit == "crop":
+        return resize_crop(image, resolution)
+    if fit == "squash":
+        return resize_squash(image, resolution)
+    if fit == "pad":
+        return resize_pad(image, resolution)
+    from fetalgan.config import FITS
+
+    raise ValueError(f"fit: unknown value {fit!r}; expected one of {', '.join(FITS)}")
 
 
 def to_uint8(images) -> np.ndarray:

@@ -11,9 +11,11 @@ Kinds (``DataConfig.kind``):
 - ``folder``: every image directly in ``ROOT``.
 - ``phantom``: no files; ``fetalgan.data.phantom`` renders them at the training resolution.
 
-Images become ``(N, 1, R, R) uint8``: grey, resized so the short side is ``R`` (PIL bilinear with
-antialiasing, as torchvision's ``Resize`` does for the classic DCGAN pipeline), centre-cropped
-(``fetalgan.images.resize_crop``, which evaluation and the reader study use too).
+Images become ``(N, 1, R, R) uint8``: grey, brought to ``R x R`` by ``data.fit``
+(``fetalgan.images.fit_square``, PIL bilinear with antialiasing): ``crop`` (the default) resizes
+the short side to ``R`` and centre-crops, as torchvision's ``Resize`` + ``CenterCrop`` do for the
+classic DCGAN pipeline; ``squash`` resizes the whole image to ``R x R`` (the seed studies);
+``pad`` letterboxes it with black first.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fetalgan.data.cache import cache_path, load_cached, save_atomic, stable_key
-from fetalgan.images import list_images, read_grey, resize_crop
+from fetalgan.images import fit_square, list_images, read_grey
 
 if TYPE_CHECKING:
     import torch
@@ -73,9 +75,12 @@ class ImageSet:
 # --------------------------------------------------------------------------------------------
 
 
+MASK_SUFFIX = "_Annotation.png"  # HC18's segmentation masks: NNN_HC_Annotation.png
+
+
 def _is_hc18_image(path: Path) -> bool:
     name = path.name
-    return path.is_file() and name.endswith("HC.png") and not name.endswith("_Annotation.png")
+    return path.is_file() and name.endswith("HC.png") and not name.endswith(MASK_SUFFIX)
 
 
 def list_hc18(root: str | Path) -> list[Path]:
@@ -202,14 +207,17 @@ def decode_files(
     files: Sequence[Path],
     resolution: int | None,
     *,
+    fit: str = "crop",
     skip_corrupt: bool = False,
     progress: bool = False,
     desc: str = "decode",
 ) -> list[np.ndarray | None]:
     """Decode ``files`` with a thread pool (PIL releases the GIL), in order.
 
-    Each entry is ``(R, R) uint8`` (or the file's own ``(H, W)`` when ``resolution`` is None);
-    an unreadable file raises ``ValueError`` naming it, or gives ``None`` with ``skip_corrupt``.
+    Each entry is ``(R, R) uint8``, brought to ``R x R`` by ``fit`` (``data.fit``, see
+    :func:`fetalgan.images.fit_square`), or the file's own ``(H, W)`` when ``resolution`` is
+    None; an unreadable file raises ``ValueError`` naming it, or gives ``None`` with
+    ``skip_corrupt``.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -222,7 +230,7 @@ def decode_files(
             if skip_corrupt:
                 return None
             raise
-        return image if resolution is None else resize_crop(image, resolution)
+        return image if resolution is None else fit_square(image, resolution, fit)
 
     out: list[np.ndarray | None] = []
     pool = ThreadPoolExecutor(max_workers=_workers())
@@ -312,6 +320,8 @@ def dataset_key(data: DataConfig, resolution: int, seed: int, files: Sequence[Pa
         payload["root"] = str(root)
         if data.kind == "planes":
             payload["filters"] = {k: getattr(data, k) for k in PLANES_FILTERS}
+        if data.fit != "crop":  # absent for crop, the default: earlier keys stay valid
+            payload["fit"] = data.fit
         # Size and modification time: an image replaced in place (same name, maybe the same
         # size) gives another key, so the cache never serves the old pixels.
         payload["files"] = [[os.path.relpath(p, root), *_size_mtime(p)] for p in files]
@@ -380,6 +390,7 @@ def _file_set(
         decoded = decode_files(
             [files[i] for i in picks],
             resolution,
+            fit=data.fit,
             skip_corrupt=data.skip_corrupt,
             progress=progress,
             desc=f"decode {data.kind}",
