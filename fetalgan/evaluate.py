@@ -1,19 +1,28 @@
-"""``fetalgan evaluate``: FID, KID, PSNR, MI, SSIM and LBPv between a real and a fake image folder.
+"""``fetalgan evaluate``: FID, KID, PSNR, MI, SSIM and LBPv between a real set and a fake folder.
 
-Images are read as 8-bit grey (``fetalgan.data.load_folder``); within a folder they must share
-one size. FID and KID use each folder as it is (the network resizes every image to 299x299, as
-pytorch-fid does, so the FID matches pytorch-fid's on the same grey files). PSNR, MI, SSIM and
-LBPv compare pixels, so when the real images are larger than the (square, R x R) fakes, the
-reals are brought to R x R the way the trainer prepares its data (short side resized to R,
-antialiased bilinear, centre crop) before those metrics; fakes that are not square and not the
-reals' size are an error.
+The fakes are a folder of 8-bit grey images of one size (``fetalgan.data.load_folder``). The
+real set is a dataset as training reads it (``fetalgan.data.real_data``): an HC18 folder (its
+``*_Annotation.png`` masks left out), FETAL_PLANES_DB (filtered rows), or a folder of images;
+their sizes may differ. Every real image is brought to the fakes' size (square, R x R) by
+``fit`` as the trainer prepares its data (``fetalgan.images.fit_square``: crop, squash or pad;
+antialiased bilinear), so every metric compares the fakes with what the generator was trained
+to imitate, and the FID is the one the trainer logs. The FID network then resizes both sets to
+299x299 as pytorch-fid does (reals already at the fakes' size are used as they are, so the FID
+matches pytorch-fid's on the same grey files). Fakes that are not square are compared only with
+reals of their exact size.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fetalgan.metrics.image import LBPV_KEYS
+
+if TYPE_CHECKING:
+    import torch
+
+    from fetalgan.config import DataConfig
 
 ALL_METRICS = ("fid", "kid", "psnr", "mi", "ssim", "lbpv")
 RESULT_KEYS = (
@@ -46,28 +55,36 @@ def _check_metrics(metrics) -> tuple[str, ...]:
     return metrics
 
 
-def _reals_at_fake_size(real_images, fake_images, real_dir):
-    """The real ``(N, 1, H, W)`` set at the fakes' size (resize short side + centre crop)."""
+def load_reals_at(
+    real: DataConfig, files: list[Path], size: tuple[int, int], *, progress: bool = False
+) -> torch.Tensor:
+    """The real images ``files`` of the set ``real`` at the fakes' ``size`` ``(H, W)``:
+    ``(N, 1, H, W) uint8``, each brought there by ``real.fit`` when the fakes are square; else
+    every real must already be ``H x W`` (``ValueError`` naming one that is not)."""
     import numpy as np
     import torch
 
-    from fetalgan.images import resize_crop
+    from fetalgan.data.datasets import decode_files
 
-    (h_r, w_r), (h_f, w_f) = real_images.shape[2:], fake_images.shape[2:]
-    if (h_r, w_r) == (h_f, w_f):
-        return real_images
-    if h_f != w_f:
-        raise ValueError(
-            f"PSNR/MI/SSIM/LBPv compare pixels: real images in {real_dir} are {w_r}x{h_r}, fakes "
-            f"{w_f}x{h_f}; only square fakes are matched automatically (reals resized and centre-"
-            "cropped): resize one set, or leave psnr,mi,ssim,lbpv out of --metrics"
-        )
-    arr = real_images[:, 0].numpy()
-    return torch.from_numpy(np.stack([resize_crop(image, h_f) for image in arr]))[:, None]
+    h, w = size
+    square = h == w
+    images = decode_files(
+        files, h if square else None, fit=real.fit, progress=progress, desc="read real"
+    )
+    if not square:
+        for path, image in zip(files, images, strict=True):
+            if image.shape != (h, w):
+                raise ValueError(
+                    f"--fake images are {w}x{h}, not square, and {path} is "
+                    f"{image.shape[1]}x{image.shape[0]}: reals are brought to the fakes' size by "
+                    f"--fit only for square fakes (R x R, as generators write them); give "
+                    f"--real images of {w}x{h}"
+                )
+    return torch.from_numpy(np.stack(images))[:, None]
 
 
 def evaluate_folders(
-    real_dir: str | Path,
+    real: str | Path | DataConfig,
     fake_dir: str | Path,
     *,
     metrics=ALL_METRICS,
@@ -81,24 +98,32 @@ def evaluate_folders(
     kid_subset_size: int = 1000,
     progress: bool = True,
 ) -> dict:
-    """Metrics of the images in ``fake_dir`` against those in ``real_dir``.
+    """Metrics of the images in ``fake_dir`` against the real set ``real``.
+
+    ``real``: a :class:`~fetalgan.config.DataConfig` from :func:`fetalgan.data.real_data` (its
+    kind, planes filters and ``fit``), or a folder, read as ``real_data(folder)`` reads it (kind
+    detected, ``fit`` crop). Each real image is brought to the fakes' size by its ``fit``
+    before every metric, FID and KID included.
 
     Returns a dict with the keys of :data:`RESULT_KEYS` that the requested ``metrics`` produce
     (``n_real`` and ``n_fake`` always; ``feature_dim`` and ``weights_sha256`` with fid/kid).
     ``seed`` drives the real/fake pairing of PSNR/MI/SSIM (``pairs_per_fake`` seeded reals per
     fake) and the KID subsets. ``device`` (``auto``, ``cpu``, ``cuda``) runs the FID network; see
     :func:`fetalgan.devices.pick_device`. Errors (``ValueError``/``FileNotFoundError``): a
-    missing or empty folder, an unreadable file (named), images of different sizes in one folder
-    (two named), ``cuda`` where torch sees no CUDA device (raised before any image is read).
+    missing or empty folder, an unreadable file (named), fakes of different sizes (two named),
+    ``cuda`` where torch sees no CUDA device (raised before any image is read).
     """
-    from fetalgan.data import load_folder
+    from fetalgan.data import list_real_files, load_folder, real_data
     from fetalgan.devices import pick_device
 
     metrics = _check_metrics(metrics)
     needs_network = "fid" in metrics or "kid" in metrics
     torch_device = pick_device(device) if needs_network else None  # before reading any image
-    real_images = load_folder(real_dir, progress=progress)
+    if isinstance(real, (str, Path)):
+        real = real_data(real)
+    real_files = list_real_files(real)  # a wrong --real fails before any image is decoded
     fake_images = load_folder(fake_dir, progress=progress)
+    real_images = load_reals_at(real, real_files, fake_images.shape[2:], progress=progress)
     result: dict = {}
 
     if needs_network:
@@ -124,26 +149,24 @@ def evaluate_folders(
         result["weights_sha256"] = sha
 
     paired = [m for m in ("psnr", "mi", "ssim") if m in metrics]
-    if paired or "lbpv" in metrics:
-        reals_px = _reals_at_fake_size(real_images, fake_images, real_dir)
-        if paired:
-            from fetalgan.metrics.image import paired_metrics
+    if paired:
+        from fetalgan.metrics.image import paired_metrics
 
-            if "mi" in paired:
-                paired.append("mi_bits")
-            scores = paired_metrics(
-                reals_px,
-                fake_images,
-                metrics=paired,
-                pairs_per_fake=pairs_per_fake,
-                seed=seed,
-                progress=progress,
-            )
-            result.update({m: scores[m] for m in paired})
-        if "lbpv" in metrics:
-            from fetalgan.metrics.image import lbpv, lbpv_distance
+        if "mi" in paired:
+            paired.append("mi_bits")
+        scores = paired_metrics(
+            real_images,
+            fake_images,
+            metrics=paired,
+            pairs_per_fake=pairs_per_fake,
+            seed=seed,
+            progress=progress,
+        )
+        result.update({m: scores[m] for m in paired})
+    if "lbpv" in metrics:
+        from fetalgan.metrics.image import lbpv, lbpv_distance
 
-            result.update(lbpv_distance(lbpv(reals_px), lbpv(fake_images)))
+        result.update(lbpv_distance(lbpv(real_images), lbpv(fake_images)))
 
     result["n_real"] = int(real_images.shape[0])
     result["n_fake"] = int(fake_images.shape[0])

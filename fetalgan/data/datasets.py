@@ -16,6 +16,11 @@ Images become ``(N, 1, R, R) uint8``: grey, brought to ``R x R`` by ``data.fit``
 the short side to ``R`` and centre-crops, as torchvision's ``Resize`` + ``CenterCrop`` do for the
 classic DCGAN pipeline; ``squash`` resizes the whole image to ``R x R`` (the seed studies);
 ``pad`` letterboxes it with black first.
+
+A real reference set named on the command line (``fetalgan evaluate --real``, ``fetalgan study
+create --real``) is one of these kinds too: :func:`real_data` picks the kind (``--real-kind
+auto``: :func:`detect_kind`) and :func:`list_real_files` lists it, so masks and filtered-out
+rows never enter; its images go through the same :func:`decode_files`.
 """
 
 from __future__ import annotations
@@ -191,6 +196,108 @@ def list_files(data: DataConfig) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------
+# A real reference set named on the command line (--real)
+# --------------------------------------------------------------------------------------------
+
+REAL_OPTIONS = {  # DataConfig field -> the option of evaluate / study that sets it
+    "root": "--real",
+    "kind": "--real-kind",
+    "plane": "--plane",
+    "brain_plane": "--brain-plane",
+    "machine": "--machine",
+    "train_split": "--train-split",
+    "fit": "--fit",
+}
+KIND_SIGNS = {  # why --real-kind auto picked a kind, for the message saying so
+    "hc18": f"*_HC.png images with their *{MASK_SUFFIX} masks beside them; masks left out",
+    "planes": f"{PLANES_CSV}; its rows filtered by --plane, --brain-plane, --machine, "
+    "--train-split",
+    "folder": f"every image directly in it but *{MASK_SUFFIX} masks",
+}
+
+
+def _has_hc18_pairs(folder: Path) -> bool:
+    return folder.is_dir() and any(
+        _is_hc18_image(p) and p.with_name(p.stem + MASK_SUFFIX).is_file()
+        for p in folder.glob("*HC.png")
+    )
+
+
+def detect_kind(root: str | Path) -> str:
+    """The kind of dataset ``root`` holds (what ``--real-kind auto`` picks): ``hc18`` when
+    ``root`` or ``root/training_set`` holds ``*_HC.png`` images with their ``*_Annotation.png``
+    masks beside them, ``planes`` when ``root`` holds ``FETAL_PLANES_DB_data.csv``, else
+    ``folder``."""
+    root = Path(root)
+    if _has_hc18_pairs(root) or _has_hc18_pairs(root / "training_set"):
+        return "hc18"
+    if (root / PLANES_CSV).is_file():
+        return "planes"
+    return "folder"
+
+
+def real_data(
+    root: str | Path,
+    *,
+    kind: str = "auto",
+    fit: str = "crop",
+    plane: str | None = None,
+    brain_plane: str | None = None,
+    machine: str | None = None,
+    train_split: bool | None = None,
+) -> DataConfig:
+    """The real set ``--real root`` names, as the :class:`~fetalgan.config.DataConfig` that
+    training on it would use: ``kind`` one of ``auto`` (:func:`detect_kind`), ``hc18``,
+    ``planes``, ``folder``; the planes filters only with ``planes``; ``fit`` as ``data.fit``.
+    ``ValueError``/``FileNotFoundError`` naming the option (``--real-kind``, ``--plane``...)."""
+    from fetalgan.config import FITS, REAL_KINDS, DataConfig
+
+    if kind not in REAL_KINDS:
+        raise ValueError(
+            f"--real-kind: unknown value {kind!r}; expected one of {', '.join(REAL_KINDS)}"
+        )
+    if fit not in FITS:
+        raise ValueError(f"--fit: unknown value {fit!r}; expected one of {', '.join(FITS)}")
+    root = Path(root)
+    if not root.is_dir():
+        what = "not found" if not root.exists() else "is not a folder"
+        raise FileNotFoundError(
+            f"--real {root}: {what}; give a folder of real images, the HC18 folder "
+            f"(ROOT/training_set/*_HC.png) or the FETAL_PLANES_DB folder (ROOT/{PLANES_CSV})"
+        )
+    picked = detect_kind(root) if kind == "auto" else kind
+    filters = {"plane": plane, "brain_plane": brain_plane, "machine": machine}
+    filters["train_split"] = train_split
+    given = [REAL_OPTIONS[name] for name, value in filters.items() if value is not None]
+    if given and picked != "planes":
+        how = "detected from its contents" if kind == "auto" else f"--real-kind {kind}"
+        raise ValueError(
+            f"{given[0]}: selects FETAL_PLANES_DB rows, but --real {root} is {picked} ({how}); "
+            f"give the FETAL_PLANES_DB folder (ROOT/{PLANES_CSV}) as --real"
+        )
+    return DataConfig(kind=picked, root=str(root), fit=fit, **filters)
+
+
+def list_real_files(data: DataConfig) -> list[Path]:
+    """The image files of the real set ``data`` (from :func:`real_data`), sorted: those
+    :func:`list_files` lists, HC18's ``*_Annotation.png`` masks never among them (a ``folder``
+    drops them too). Errors name the option to change (``--real``, ``--plane``...)."""
+    try:
+        files = list_files(data)
+    except (ValueError, FileNotFoundError) as err:
+        text = str(err)
+        for name, option in REAL_OPTIONS.items():
+            if text.startswith(f"data.{name}:"):
+                raise type(err)(option + text.removeprefix(f"data.{name}")) from None
+        raise
+    if data.kind == "folder":
+        files = [p for p in files if not p.name.endswith(MASK_SUFFIX)]
+        if not files:
+            raise ValueError(f"--real {data.root}: only *{MASK_SUFFIX} masks, no images")
+    return files
+
+
+# --------------------------------------------------------------------------------------------
 # Decoding
 # --------------------------------------------------------------------------------------------
 
@@ -250,7 +357,8 @@ def load_folder(
     """All images directly in ``directory`` as ``(N, 1, H, W) uint8``, sorted by name.
 
     With ``resolution``, each is resized (short side) and centre-cropped to ``R x R``; without,
-    all must have the same size (``ValueError`` naming two files that differ).
+    all must have the same size (``ValueError`` naming two files that differ). A real set whose
+    sizes vary goes through :func:`list_real_files` and :func:`decode_files` instead.
     """
     import torch
 
@@ -264,7 +372,7 @@ def load_folder(
             (h0, w0), (h1, w1) = first, image.shape
             raise ValueError(
                 f"{directory}: images differ in size: {files[0].name} is {w0}x{h0}, "
-                f"{path.name} is {w1}x{h1}; give a resolution to resize them"
+                f"{path.name} is {w1}x{h1}; expected one size"
             )
     return torch.from_numpy(np.stack(images))[:, None]
 

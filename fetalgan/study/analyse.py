@@ -17,8 +17,9 @@ they agree with each other, and which image metrics follow their quality ratings
   p, ``scipy.stats.pearsonr``) with each rater's quality score and with the mean score over
   raters, over the synthetic images, and drawn as regression plots like the study's Fig. 2.
 
-The real reference set is the study's own real images unless ``real_dir`` names a larger one
-(brought to the study's resolution by the training transform).
+The real reference set is the study's own real images unless ``real`` names a larger one (a
+dataset as ``fetalgan.data.real_data`` reads it, brought to the study's resolution by the
+training transform the study was made with, its ``fit``).
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ import math
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fetalgan.files import atomic_write_text
 from fetalgan.metrics.image import LBPV_ELEMENT_KEYS, LBPV_ELEMENTS
 from fetalgan.study import store
+
+if TYPE_CHECKING:
+    from fetalgan.config import DataConfig
 
 MEAN_RATER = "mean of raters"
 LBP_ELEMENT_KEYS = tuple(f"lbp_v{k}" for k in LBPV_ELEMENTS)  # the elements themselves
@@ -178,15 +182,33 @@ def agreement(answers: list[store.Answer]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def reference_images(conn, key: dict[str, dict], real_dir: str | Path | None) -> np.ndarray:
+def reference_images(
+    conn, key: dict[str, dict], real: str | Path | DataConfig | None
+) -> np.ndarray:
     """The real reference set ``(N, H, W) uint8``: the study's real images, or every image of
-    ``real_dir`` at the study's resolution."""
-    if real_dir is None:
+    the real set ``real`` (a DataConfig from :func:`fetalgan.data.real_data`, or a folder read
+    with the study's ``fit``) at the study's resolution."""
+    if real is None:
         return store.images_array(conn, [i for i, k in key.items() if k["is_real"]])
-    from fetalgan.images import read_grey, resize_crop
+    from fetalgan.data import list_real_files, real_data
+    from fetalgan.data.datasets import decode_files
 
+    if isinstance(real, (str, Path)):
+        real = real_data(real, fit=study_fit(conn))
     side = int(store.read_meta(conn)["resolution"])
-    return np.stack([resize_crop(read_grey(p), side) for p in store.study_files(real_dir)])
+    return np.stack(decode_files(list_real_files(real), side, fit=real.fit, desc="read real"))
+
+
+def _source(real: str | Path | DataConfig | None) -> str:
+    if real is None:
+        return "the study's real images"
+    return str(real) if isinstance(real, (str, Path)) else f"{real.root} ({real.kind})"
+
+
+def study_fit(conn) -> str:
+    """How the study brought its images to its resolution (``data.fit``); ``crop`` for studies
+    made before it was recorded."""
+    return store.read_meta(conn).get("fit", "crop")
 
 
 def image_metrics(
@@ -357,7 +379,7 @@ def analyse(
     *,
     metrics_from: str | None = None,
     tracking_uri: str | None = None,
-    real_dir: str | Path | None = None,
+    real: str | Path | DataConfig | None = None,
     with_image_metrics: bool = True,
     pairs_per_fake: int | None = 100,
     rater: str | None = None,
@@ -366,7 +388,8 @@ def analyse(
 ) -> dict[str, Any]:
     """Everything above for the study file ``study``; returns it as a JSON-ready dict.
 
-    ``metrics_from``: MLflow experiment giving each generator's FID. ``rater``: whose scores
+    ``metrics_from``: MLflow experiment giving each generator's FID. ``real``: the real
+    reference set (see :func:`reference_images`; default the study's real images). ``rater``: whose scores
     the regression plot shows (default the mean over raters). ``out``: folder for
     ``regression.png``; ``json_path``: write the result there too.
     """
@@ -398,14 +421,14 @@ def analyse(
         per_image: dict[str, dict[str, float]] = {i: {} for i, k in key.items() if not k["is_real"]}
         if with_image_metrics:
             fake_ids = list(per_image)
-            reals = reference_images(conn, key, real_dir)
+            reals = reference_images(conn, key, real)
             rows = image_metrics(
                 store.images_array(conn, fake_ids), reals, pairs_per_fake=pairs_per_fake
             )
             for i, row in zip(fake_ids, rows, strict=True):
                 per_image[i].update(row)
             result["reference"] = {
-                "source": str(real_dir) if real_dir else "the study's real images",
+                "source": _source(real),
                 "n_real": int(len(reals)),
                 "pairs_per_fake": pairs_per_fake,
             }

@@ -1,9 +1,10 @@
 """The reader study's one SQLite file: images (PNG bytes), the answer key, raters and answers.
 
 A study is one portable file. ``create_study`` draws a seeded, balanced, shuffled set of real
-and synthetic images, brings them to one resolution (the training transform: short side
-resized, centre crop) and re-encodes them all with the same PNG writer, so neither the bytes
-nor the size of an image tell real from fake. Each image gets a random opaque id (``secrets``),
+and synthetic images (the reals from a dataset as training reads it: HC18 without its masks,
+filtered FETAL_PLANES_DB rows, or a folder), brings them to one resolution by the training
+transform (``data.fit``: crop, squash or pad) and re-encodes them all with the same PNG writer,
+so neither the bytes nor the size of an image tell real from fake. Each image gets a random opaque id (``secrets``),
 the only name the web page ever sees; whether it is real stays in the ``images.is_real``
 column, read only by the analysis.
 
@@ -31,8 +32,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fetalgan.config import DataConfig
 
 SCHEMA_VERSION = 1
 LABELS = ("real", "fake")
@@ -189,7 +194,7 @@ def _split_evenly(total: int, parts: int) -> list[int]:
 
 def create_study(
     out: str | Path,
-    real_dir: str | Path,
+    real: str | Path | DataConfig,
     fake_dirs: Sequence[str | Path],
     *,
     n: int = 68,
@@ -200,17 +205,26 @@ def create_study(
     fake_fraction: float = 0.5,
 ) -> dict:
     """Write a study of ``n`` images (``round(n * fake_fraction)`` synthetic, drawn as evenly
-    as possible from each of ``fake_dirs``, the rest real from ``real_dir``; see
-    :func:`study_files`) to the SQLite file ``out``.
+    as possible from each of ``fake_dirs`` (see :func:`study_files`), the rest real from
+    ``real``) to the SQLite file ``out``.
+
+    ``real``: a :class:`~fetalgan.config.DataConfig` from :func:`fetalgan.data.real_data` (kind,
+    planes filters and ``fit``; see :func:`fetalgan.data.list_real_files`), or a folder, read
+    as ``real_data(folder)`` reads it (kind detected, ``fit`` crop). Every image, real or not,
+    is brought to the shown side by that ``fit``.
 
     Choice and order are drawn from ``np.random.default_rng(seed)``; image ids are random
     (``secrets``). ``fake_runs``: the MLflow run id that made each fake directory (same length
     as ``fake_dirs``), kept per image for per-generator metrics. ``resolution``: side of the
     shown images (default: that of the synthetic images). Returns a summary dict.
     """
-    from fetalgan.images import read_grey, resize_crop
+    from fetalgan.data import list_real_files, real_data
+    from fetalgan.data.datasets import PLANES_FILTERS
+    from fetalgan.images import fit_square, read_grey
 
     out = Path(out)
+    if isinstance(real, (str, Path)):
+        real = real_data(real)
     if not 0 < fake_fraction < 1:
         raise ValueError(f"--fake-fraction: must be in (0, 1), got {fake_fraction}")
     if n < 2:
@@ -240,10 +254,11 @@ def create_study(
         raise ValueError(f"{out}: already exists; a study file is never overwritten silently")
 
     rng = np.random.default_rng(seed)
-    real_files = study_files(real_dir)
+    real_files = list_real_files(real)
     if len(real_files) < n_real:
         raise ValueError(
-            f"{real_dir}: {len(real_files)} images, the study needs {n_real} real ones"
+            f"--real {real.root}: {len(real_files)} {real.kind} images, the study needs "
+            f"{n_real} real ones"
         )
     chosen: list[tuple[bool, Path, str | None]] = [
         (True, real_files[i], None) for i in sorted(rng.choice(len(real_files), n_real, False))
@@ -265,7 +280,7 @@ def create_study(
     rows = []
     for position, index in enumerate(order):
         is_real, path, run = chosen[index]
-        image = resize_crop(read_grey(path), side)
+        image = fit_square(read_grey(path), side, real.fit)
         source = f"{'real' if is_real else 'fake'}:{Path(path).resolve()}"
         rows.append((secrets.token_hex(8), position, int(is_real), source, run, _png_bytes(image)))
 
@@ -285,7 +300,10 @@ def create_study(
             "n": str(n),
             "fake_fraction": str(fake_fraction),
             "resolution": str(side),
-            "real_dir": str(Path(real_dir).resolve()),
+            "real_dir": str(Path(real.root).resolve()),
+            "real_kind": real.kind,
+            "real_filters": json.dumps({k: getattr(real, k) for k in PLANES_FILTERS}),
+            "fit": real.fit,
             "fake_dirs": json.dumps([str(Path(d).resolve()) for d in fake_dirs]),
             "fake_runs": json.dumps(fake_runs),
             "secret_key": secrets.token_hex(32),  # signs the web app's session cookies

@@ -6,16 +6,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from real_trees import HC18_SIZES, KEPT, write_hc18, write_planes
 
 from fetalgan.config import DataConfig
 from fetalgan.data import datasets
 from fetalgan.data.datasets import (
     dataset_key,
+    detect_kind,
     list_files,
     list_hc18,
     list_planes,
+    list_real_files,
     load_folder,
     load_training_images,
+    real_data,
 )
 from fetalgan.data.phantom import phantom_images
 from fetalgan.images import resize_crop, write_png
@@ -360,3 +364,48 @@ def test_an_image_replaced_in_place_is_decoded_again(tmp_path):
     second = load_training_images(cfg, 8, seed=0, progress=False)
     assert not second.from_cache and second.key != first.key
     assert int(second.images[0, 0, 0, 0]) == 200 != int(first.images[0, 0, 0, 0])
+
+
+# ---- a real set named on the command line (--real) -------------------------------------------
+
+
+def test_real_kind_is_detected_from_the_folder(tmp_path):
+    hc18 = write_hc18(tmp_path / "hc18")
+    assert detect_kind(hc18) == detect_kind(hc18 / "training_set") == "hc18"
+    assert detect_kind(write_planes(tmp_path / "planes")) == "planes"
+    assert detect_kind(hc18 / "test_set") == "folder"  # *_HC.png without masks beside
+    plain = tmp_path / "plain"
+    _write(plain / "a.png", 10)
+    assert detect_kind(plain) == "folder"
+
+
+def test_real_sets_leave_masks_and_filtered_rows_out(tmp_path):
+    hc18 = real_data(write_hc18(tmp_path / "hc18"))
+    assert (hc18.kind, hc18.fit) == ("hc18", "crop")
+    assert [p.stem for p in list_real_files(hc18)] == list(HC18_SIZES)
+    folder = real_data(tmp_path / "hc18" / "training_set", kind="folder", fit="squash")
+    assert [p.stem for p in list_real_files(folder)] == list(HC18_SIZES)  # masks dropped too
+    planes_root = write_planes(tmp_path / "planes")
+    planes = real_data(planes_root, **KEPT)
+    assert planes.kind == "planes" and len(list_real_files(planes)) == 3
+    train = real_data(planes_root, train_split=True, **KEPT)
+    assert [p.stem for p in list_real_files(train)] == ["Patient00002_Plane3_1_of_3"]
+
+
+def test_real_set_errors_name_options_that_exist(tmp_path):
+    hc18 = write_hc18(tmp_path / "hc18")
+    with pytest.raises(
+        ValueError, match=r"--real-kind: unknown value 'hc19'; .*auto, hc18, planes"
+    ):
+        real_data(hc18, kind="hc19")
+    with pytest.raises(ValueError, match=r"--fit: unknown value 'stretch'; .*crop, squash, pad"):
+        real_data(hc18, fit="stretch")
+    with pytest.raises(ValueError, match=r"--plane: .* is hc18 \(detected.*FETAL_PLANES_DB folder"):
+        real_data(hc18, plane="Fetal brain")
+    with pytest.raises(FileNotFoundError, match=r"--real .*nowhere: not found"):
+        real_data(tmp_path / "nowhere")
+    planes = write_planes(tmp_path / "planes")
+    with pytest.raises(ValueError, match=r"^--brain-plane: no Brain_plane 'Trans-cerebelum'"):
+        list_real_files(real_data(planes, brain_plane="Trans-cerebelum"))
+    with pytest.raises(FileNotFoundError, match=r"^--real: no HC18 images .*1327317"):
+        list_real_files(real_data(planes, kind="hc18"))

@@ -7,10 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from real_trees import BRIGHTEST, HC18_SIZES, KEPT, write_fakes, write_hc18, write_planes
 from study_helpers import write_image_dirs
 
 from fetalgan.cli import main
+from fetalgan.data import real_data
+from fetalgan.images import fit_square, read_grey
 from fetalgan.study import store
+from fetalgan.study.analyse import analyse, reference_images
 
 
 def _rows(path: Path) -> list[tuple]:
@@ -206,3 +210,82 @@ def test_study_file_is_readable_by_its_owner_only(tmp_path, image_dirs):
     finally:
         os.umask(previous)
     assert (tmp_path / "study.db").stat().st_mode & 0o777 == 0o600
+
+
+def _reals(path: Path) -> list[tuple[Path, np.ndarray]]:
+    """Each real image of a study: its source file and the image shown."""
+    conn = store.connect(path)
+    try:
+        key = store.answer_key(conn)
+        return [
+            (Path(info["source"].split(":", 1)[1]), store.decode_image(store.image_png(conn, i)))
+            for i, info in key.items()
+            if info["is_real"]
+        ]
+    finally:
+        conn.close()
+
+
+def test_hc18_reals_never_show_a_mask(tmp_path):
+    """HC18's training_set holds a white *_Annotation.png mask beside each scan; scans differ
+    in size."""
+    root = write_hc18(tmp_path / "hc18")
+    fakes = write_fakes(tmp_path / "fake", n=8, size=16)
+    path = tmp_path / "hc18.db"
+    summary = store.create_study(path, root, [fakes], n=8)  # every real image of the set
+    assert summary["real"] == 4
+    reals = _reals(path)
+    assert sorted(source.stem for source, _ in reals) == sorted(HC18_SIZES)
+    for source, image in reals:
+        assert image.shape == (16, 16) and image.max() <= BRIGHTEST  # no white mask pixel
+        assert np.array_equal(image, fit_square(read_grey(source), 16, "crop"))
+    with pytest.raises(ValueError, match=r"--real .*hc18: 4 hc18 images, the study needs 5 real"):
+        store.create_study(tmp_path / "more.db", root, [fakes], n=10)
+
+
+def test_planes_reals_are_the_filtered_rows_at_the_fit(tmp_path):
+    root = write_planes(tmp_path / "planes")
+    fakes = write_fakes(tmp_path / "fake", n=8, size=16)
+    path = tmp_path / "planes.db"
+    store.create_study(path, real_data(root, fit="squash", **KEPT), [fakes], n=6)
+    reals = _reals(path)
+    assert len(reals) == 3
+    for source, image in reals:
+        assert image.max() <= BRIGHTEST  # every filtered-out row's image is white
+        assert np.array_equal(image, fit_square(read_grey(source), 16, "squash"))
+    conn = store.connect(path)
+    meta = store.read_meta(conn)
+    conn.close()
+    assert (meta["real_kind"], meta["fit"]) == ("planes", "squash")
+
+
+def test_cli_create_and_analyse_take_a_dataset(tmp_path, capsys):
+    root = write_planes(tmp_path / "planes")
+    fakes = write_fakes(tmp_path / "fake", n=8, size=16)
+    out = tmp_path / "cli.db"
+    code = main(
+        ["study", "create", "--real", str(root), "--plane", "Fetal brain", "--brain-plane",
+         "Trans-cerebellum", "--fit", "pad", "--fake", str(fakes), "-n", "6", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    assert ": planes (" in captured.err and "3 real + 3 synthetic" in captured.out
+    for source, image in _reals(out):
+        assert np.array_equal(image, fit_square(read_grey(source), 16, "pad"))
+    # analyse's --real is read the same way, at the study's fit unless given another
+    result = analyse(out, real=real_data(root, fit="pad", train_split=False, **KEPT))
+    assert result["reference"]["n_real"] == 2 and "(planes)" in result["reference"]["source"]
+    hc18 = write_hc18(tmp_path / "hc18")
+    conn = store.connect(out)
+    reference = reference_images(conn, store.answer_key(conn), hc18)
+    conn.close()
+    files = sorted((hc18 / "training_set").glob("*HC.png"))
+    assert np.array_equal(reference, np.stack([fit_square(read_grey(p), 16, "pad") for p in files]))
+    json_path = tmp_path / "a.json"
+    assert main(["study", "analyse", str(out), "--real", str(hc18), "--json", str(json_path)]) == 0
+    assert '"n_real": 4' in json_path.read_text()
+    with pytest.raises(SystemExit):
+        main(["study", "create", "--real", str(root), "--fake", str(fakes), "--out",
+              str(tmp_path / "x.db"), "--fit", "stretch"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "stretch" in err and all(choice in err for choice in ("crop", "squash", "pad"))
