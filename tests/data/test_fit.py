@@ -2,6 +2,7 @@
 the config, the cache key and the training data."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from fetalgan.config import (
     DataConfig,
     ReferenceConfig,
     TrainConfig,
+    load_sweep,
     reference_data,
     validate_train,
 )
@@ -117,3 +119,12 @@ def test_training_images_go_through_the_fit(tmp_path):
         assert np.array_equal(images.images[:, 0].numpy(), expected)
     assert not np.array_equal(loaded["crop"].images, loaded["squash"].images)
     assert loaded["pad"].images[:, 0, 0].max() == 0  # the letterbox's black bar on top
+
+
+@pytest.mark.parametrize(
+    "name", ["paper_grid", "dcgan_lr", "resolution", "ddpm", "dsrgan", "tbgan"]
+)
+def test_sweeps_reproducing_a_study_squash_as_it_did(name):
+    cfg = load_sweep(Path(__file__).parents[2] / "sweeps" / f"{name}.yaml")
+    assert cfg.base.data.kind in ("hc18", "planes") and cfg.base.data.fit == "squash"
+    assert reference_data(cfg.base).fit == "squash"  # the FID reference is squashed alike
