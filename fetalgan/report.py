@@ -467,17 +467,19 @@ def hyperparams_figure(sweep: dict, varying: list[str], path: Path) -> Path | No
 # --------------------------------------------------------------------------------------------
 
 
-def best_samples(sweep: dict, trial: dict, out: Path) -> tuple[Path | None, int | None, str]:
-    """``trial``'s sample grid logged at its best evaluation (:func:`trial_best`), else its
-    latest grid, as ``out/best_samples.png``; returns (path, epoch, note), epoch None when the
-    latest grid stands in (its epoch is not known here)."""
+def best_samples(
+    sweep: dict, trial: dict, out: Path, epoch: int | None = None
+) -> tuple[Path | None, int | None, str]:
+    """``trial``'s sample grid logged at ``epoch`` (default: its best evaluation,
+    :func:`trial_best`), else its latest grid, as ``out/best_samples.png``; returns (path,
+    epoch, note), epoch None when the latest grid stands in (its epoch is not known here)."""
     import shutil
 
     from fetalgan.tracking import download_sample_grid
 
     uri = sweep["tracking_uri"]
     best = trial_best(trial, sweep_objective(sweep))
-    wanted = None if best is None else best[0]
+    wanted = epoch if epoch is not None else (None if best is None else best[0])
     with tempfile.TemporaryDirectory() as tmp:
         # dst: a path that does not exist yet, whether the download treats it as file or folder
         grid = None
@@ -625,6 +627,12 @@ def write_report(
 
     best = best_trial(sweep)
     best_value = None if best is None else trial_best(best, sweep_objective(sweep))[1]
+    selection = selection_table(sweep, parent)
+    selected_epoch = None
+    if selection is not None:  # the final selection's winner is the sweep's best
+        winner = selection["winner"]
+        best = next((t for t in sweep["trials"] if t["run_id"] == winner["run_id"]), best)
+        best_value, selected_epoch = winner["in_sweep"], winner["epoch"]
     tagged = (parent or {}).get("tags", {}).get(names.BEST_RUN_TAG)
     if best is not None and tagged is not None and tagged != best["run_id"]:
         notes.append(
@@ -634,7 +642,7 @@ def write_report(
         )
     best_epoch, samples_note, real_note = None, "no finished trial with the metric", ""
     if best is not None:
-        grid, best_epoch, samples_note = best_samples(sweep, best, out)
+        grid, best_epoch, samples_note = best_samples(sweep, best, out, selected_epoch)
         if grid:
             pngs["best_samples"] = grid
         real, real_note = real_samples(sweep, best, out)
@@ -655,6 +663,7 @@ def write_report(
         "best": best,
         "best_value": best_value,
         "best_epoch": best_epoch,
+        "selection": selection,
         "samples_note": samples_note,
         "real_note": real_note,
         "started": _when(parent["start_time"]) if parent else "",
@@ -694,6 +703,29 @@ def write_report(
         "logged_to": logged_to,
         "notes": notes,
     }
+
+
+def selection_table(sweep: dict, parent: dict | None) -> dict | None:
+    """The sweep's final selection (its ``selection.json``) with its candidates as table rows
+    (trial, epoch, weights, in-sweep value, selection score mean and spread, winner first);
+    None when the sweep ran none."""
+    import json
+
+    if parent is None or names.SELECTED_RUN_TAG not in parent.get("tags", {}):
+        return None
+    text = _download_text(parent["run_id"], names.SELECTION_ARTIFACT, sweep["tracking_uri"])
+    if not text:
+        return None
+    record = json.loads(text)
+    record["rows"] = [
+        {
+            "run_id": c["run_id"],
+            "cells": [c["run_name"], c["epoch"], c["artifact"].rsplit("/", 1)[-1],
+                      c["in_sweep"], c["score"], c["spread"]],
+        }
+        for c in record["candidates"]
+    ]  # fmt: skip
+    return record
 
 
 def _checkpoint_epochs(sweep_yaml: str | None) -> list[int] | None:

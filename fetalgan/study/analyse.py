@@ -271,6 +271,16 @@ def generator_fid(
         run: metric_at_best(run, "fid", experiment=experiment, tracking_uri=tracking_uri)
         for run in sorted(runs)
     }
+    selected = best_run(experiment, tracking_uri=tracking_uri)
+    test = selected.get("test") or {}
+    if test.get("metric") == "fid" and selected["run_id"] in fid:
+        # the final selection's generator: its test FID, not its optimistic in-sweep best
+        fid[selected["run_id"]] = test["value"]
+        notes.append(
+            f"run {selected['run_id']} (the final selection's winner): its test FID "
+            f"{test['value']:.4g} ({test['draws']} x {test['n_fake']} fakes against the test "
+            "reference), not its in-sweep best"
+        )
     missing = sorted(run for run, value in fid.items() if value is None)
     if missing:
         notes.append(f"runs without an fid metric: {', '.join(missing)}")
