@@ -1012,14 +1012,16 @@ def load_train(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
 
 
 def load_objective(path: str | Path):
-    """What best means for ``fetalgan train FILE``: a sweep file's ``metric``/``mode``; a bare
-    training file (or a sweep file without them) means the lowest ``fid``."""
+    """What best means for ``fetalgan train FILE``: a sweep file's ``metric``/``mode``; None
+    for a bare training file or a sweep file without ``metric``, which ``train`` reads as its
+    default (the lowest FID, else KID, else LBPv distance, among what ``eval_metrics``
+    computes; no ``best.pt`` when nothing is evaluated)."""
     from fetalgan.evaluation import Objective
 
     data = read_yaml(path)
-    if "base" not in data:
-        return Objective()
-    metric, mode = data.get("metric", "fid"), data.get("mode", "min")
+    if "base" not in data or "metric" not in data:
+        return None  # train's default_objective: FID, else KID, else LBPv, else no best.pt
+    metric, mode = data["metric"], data.get("mode", "min")
     if not isinstance(metric, str):
         raise ConfigError(f"{path}: metric: expected a string, got {metric!r}")
     _choice(f"{path}: mode", mode, ("min", "max"))

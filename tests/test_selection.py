@@ -401,3 +401,35 @@ def test_rank_by_window_reaches_tune_and_mlflow(tmp_path, ray_instance):
         assert [m.value for m in windowed] == pytest.approx(
             [window_value(values[: i + 1], 2) for i in range(len(values))]
         )
+
+
+@pytest.mark.parametrize(("metrics", "best_metric"), [(["lbpv"], "lbpv_l1"), ([], None)])
+def test_train_on_a_sweep_file_without_metric_uses_the_default_objective(
+    tmp_path, metrics, best_metric
+):
+    """The README's promise: the lowest FID, else KID, else LBPv; no best.pt when nothing is
+    evaluated (a sweep-shaped file without `metric` used to demand FID)."""
+    from fetalgan.checkpoint import load_checkpoint
+    from fetalgan.cli import main
+
+    base = {
+        "resolution": 32,
+        "data": {"kind": "phantom", "size": 16, "phantom_n": 32, "cache_dir": str(tmp_path)},
+        "epochs": 2,
+        "eval_every": 1,
+        "eval_n": 8,
+        "eval_metrics": metrics,
+        "batch_size": 8,
+        "ngf": 8,
+        "ndf": 8,
+        "nz": 16,
+        "device": "cpu",
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "bare", "base": base}))
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    if best_metric is None:
+        assert not best.exists()
+    else:
+        assert load_checkpoint(best)["objective"] == best_metric
