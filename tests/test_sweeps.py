@@ -333,3 +333,16 @@ def test_asha_compares_by_rank_by(rank_by, decision):
     assert report(b, 2, 1.0, 1.0) == TrialScheduler.CONTINUE  # first at the rung
     assert report(a, 1, 0.2, 0.2) == TrialScheduler.CONTINUE
     assert report(a, 2, 1.5, 0.2) == getattr(TrialScheduler, decision)
+
+
+def test_every_generator_sweep_has_a_final_selection():
+    """What `fetalgan best` hands back is chosen on images the search never saw, and scored
+    on others: every shipped sweep of a generator has a select section (translators have no
+    sampler to re-score)."""
+    from fetalgan.models import GENERATORS
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")):
+        cfg = load(path)
+        if cfg.base.model in GENERATORS:
+            assert cfg.select is not None, f"{path.name}: no select section"
+            assert cfg.select.test_reference != cfg.select.reference, path.name
