@@ -128,6 +128,11 @@ def print_summary(summary: dict) -> None:
             f"({test['draws']} x {test['n_fake']} fakes, select.test_reference: the number "
             "to report)"
         )
+        if summary.get("selection_s") and summary.get("wall_s"):
+            lines.append(
+                f"     selection took {summary['selection_s']:.0f} s "
+                f"({summary['selection_s'] / summary['wall_s']:.0%} of the sweep's wall time)"
+            )
     else:
         lines.append(
             f"   best trial {best['trial_id']}: best {metric} = {best[metric]:.4g} "

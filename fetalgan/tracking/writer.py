@@ -366,6 +366,12 @@ class SweepTracker:
             names.SELECTED_ARTIFACT_TAG: winner["artifact"],
             names.SELECTED_AT_TAG: str(time.time()),
         }
+        for which in ("reference", "test_reference"):  # the sets' identity, as reference_key
+            identity = result.get(which) or {}
+            if identity.get("key"):
+                tags[f"fetalgan.select.{which}_key"] = identity["key"]
+                tags[f"fetalgan.select.{which}_n"] = str(identity.get("n"))
+                tags[f"fetalgan.select.{which}"] = str(identity.get("dataset"))
         self.client.log_batch(
             self.parent_run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()]
         )
