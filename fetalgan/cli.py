@@ -88,6 +88,32 @@ def _train_split(text: str) -> bool:
     return flags[text.lower()]
 
 
+def cmd_examples(args: argparse.Namespace) -> int:
+    from fetalgan.examples import copy_examples
+
+    written = copy_examples(args.dir, force=args.force)
+    for path in written:
+        print(path)
+    print(
+        f"copied {len(written)} example files to {args.dir}; e.g. "
+        f"`fetalgan sweep {Path(args.dir) / 'sweeps' / 'demo.yaml'}`"
+    )
+    return 0
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the installed package's version (pyproject.toml's), read only when asked."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from fetalgan import __version__
+
+        print(f"fetalgan {__version__}")
+        parser.exit()
+
+
 def _add_real_options(
     p: argparse.ArgumentParser, *, required: bool, real_help: str, fit_help: str
 ) -> None:
@@ -362,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fetalgan",
         description="Generative models of fetal ultrasound images: train, sweep, generate, evaluate.",
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a config's `base` once, without Ray")
@@ -496,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--first", type=int, default=0, help="index of the first image (default 0)")
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=cmd_data_phantom)
+    p = sub.add_parser(
+        "examples",
+        help="copy the example sweeps, slurm/ray_cluster.sh and mlflow/server.sh into a folder",
+    )
+    p.add_argument("dir", metavar="DIR", help="folder to copy into (created if needed)")
+    p.add_argument("--force", action="store_true", help="overwrite files that already exist")
+    p.set_defaults(func=cmd_examples)
     p = sub.add_parser("report", help="HTML report (tables, curves, samples) of a sweep")
     p.add_argument("experiment", help="experiment name (the sweep's `name`)")
     p.add_argument("--out", help="output folder (default reports/EXPERIMENT)")
