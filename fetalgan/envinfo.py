@@ -67,13 +67,13 @@ def environment() -> dict[str, Any]:
 
 def environment_tags(env: dict[str, Any]) -> dict[str, str]:
     """The environment as run tags (strings), the git commit also under MLflow's standard
-    ``mlflow.source.git.commit``."""
-    from fetalgan.tracking.names import GIT_COMMIT_TAG
+    ``mlflow.source.git.commit``, the host as ``fetalgan.host``."""
+    from fetalgan.tracking.names import GIT_COMMIT_TAG, HOST_TAG
 
     tags = {
         "git_sha": env.get("git_sha"),
         GIT_COMMIT_TAG: env.get("git_sha"),
-        "host": env.get("host"),
+        HOST_TAG: env.get("host"),
         "slurm_job_id": env.get("slurm_job_id"),
         "container_image": env.get("container_image"),
         "container_image_sha256": env.get("container_image_sha256"),

@@ -75,7 +75,7 @@ CURVE_METRICS = (("fid", "FID"), ("kid_mean", "KID (mean over subsets)"))
 # metrics. Which node ran each trial (names.WORKER_HOST_TAG / WORKER_IP_TAG) has its own table.
 ENV_TAGS = (
     "git_sha",
-    "host",
+    names.HOST_TAG,
     "slurm_job_id",
     "container_image",
     "container_image_sha256",
@@ -120,7 +120,8 @@ def trial_state(trial: dict) -> str:
         return "failed"
     if trial["status"] == "RUNNING" or trial["status"] == "SCHEDULED":
         return "running"
-    return "stopped" if trial["tags"].get(names.STOPPED_EARLY_TAG) == "true" else "completed"
+    stopped = names.tag(trial["tags"], names.STOPPED_EARLY_TAG) == "true"
+    return "stopped" if stopped else "completed"
 
 
 def _series(trial: dict, key: str) -> list[tuple[int, float]]:
@@ -387,18 +388,22 @@ def environment_table(sweep: dict) -> list[dict]:
     runs = ([sweep["parent"]] if sweep["parent"] else []) + sweep["trials"]
     out = []
     for key in ENV_TAGS:
-        counts = Counter(r["tags"][key] for r in runs if key in r["tags"])
+        values = (names.tag(r["tags"], key) for r in runs)
+        counts = Counter(value for value in values if value is not None)
         if counts:
-            out.append({"key": key, "values": sorted(counts.items())})
+            out.append({"key": names.short_tag(key), "values": sorted(counts.items())})
     return out
 
 
 def trial_hosts(sweep: dict) -> list[dict]:
-    """The nodes that ran the trials (``worker_host`` and ``worker_ip`` tags, set from the
-    node of each trial's latest evaluation) with the number of trials each ran, most first;
-    trials without the tags (none evaluated yet) count under ``UNKNOWN_HOST``."""
+    """The nodes that ran the trials (``fetalgan.worker_host`` and ``fetalgan.worker_ip`` tags,
+    set from the node of each trial's latest evaluation) with the number of trials each ran,
+    most first; trials without the tags (none evaluated yet) count under ``UNKNOWN_HOST``."""
     counts = Counter(
-        (t["tags"].get(names.WORKER_HOST_TAG, UNKNOWN_HOST), t["tags"].get(names.WORKER_IP_TAG))
+        (
+            names.tag(t["tags"], names.WORKER_HOST_TAG, UNKNOWN_HOST),
+            names.tag(t["tags"], names.WORKER_IP_TAG),
+        )
         for t in sweep["trials"]
     )
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0][0], item[0][1] or ""))
@@ -633,7 +638,7 @@ def write_report(
         winner = selection["winner"]
         best = next((t for t in sweep["trials"] if t["run_id"] == winner["run_id"]), best)
         best_value, selected_epoch = winner["in_sweep"], winner["epoch"]
-    tagged = (parent or {}).get("tags", {}).get(names.BEST_RUN_TAG)
+    tagged = names.tag((parent or {}).get("tags", {}), names.BEST_RUN_TAG)
     if best is not None and tagged is not None and tagged != best["run_id"]:
         notes.append(
             f"the sweep run's {names.BEST_RUN_TAG} tag names run {tagged}, but by each trial's "

@@ -120,7 +120,7 @@ def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, mon
     assert all(r.info.status == "FINISHED" for r in runs)
     lrs = {float(r.data.params["lr_g"]) for r in runs}
     assert len(lrs) == 4 and all(1e-4 <= lr <= 1e-2 for lr in lrs)  # sampled, in range
-    stopped = [r for r in runs if r.data.tags["stopped_early"] == "true"]
+    stopped = [r for r in runs if r.data.tags["fetalgan.stopped_early"] == "true"]
     assert stopped, "ASHA stopped no trial"
     assert summary["num_stopped_early"] == len(stopped)
     client = MlflowClient(store)
@@ -147,7 +147,7 @@ def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, mon
     expected = client.get_run(best["run_id"])
     assert expected.data.metrics["best_lbpv_l1"] == best["value"]
     parent = client.get_run(expected.data.tags["mlflow.parentRunId"])
-    assert parent.data.tags["best_run_id"] == expected.info.run_id
+    assert parent.data.tags["fetalgan.best_run_id"] == expected.info.run_id
     assert client.get_model_version_by_alias("asha", "best").run_id == expected.info.run_id
     # System metrics sampled in the trial, logged at the evaluation's step.
     cpu = client.get_metric_history(best["run_id"], "system/cpu_percent")
@@ -280,16 +280,16 @@ def test_crash_restarts_into_the_same_run_and_nan_fails_alone(tmp_path, ray_inst
     }
     crashed = by_case[(2, "0.0002")]
     assert crashed.info.status == "FINISHED"
-    assert crashed.data.tags["restarts"] == "1"
+    assert crashed.data.tags["fetalgan.restarts"] == "1"
     history = MlflowClient(store).get_metric_history(crashed.info.run_id, "lbpv_l1")
     assert sorted(m.step for m in history) == [1, 2, 3]  # epoch 1 kept, 2 and 3 after restart
     assert by_case[(None, "0.0002")].info.status == "FINISHED"
     for key in ((None, "1e+30"), (2, "1e+30")):
         failed = by_case[key]
         assert failed.info.status == "FAILED"
-        assert "non-finite loss" in failed.data.tags["error"]
+        assert "non-finite loss" in failed.data.tags["fetalgan.error"]
         # Not retried (max_failures 1 would allow one): it would diverge the same way again.
-        assert failed.data.tags.get("restarts", "0") == "0", failed.data.tags
+        assert failed.data.tags.get("fetalgan.restarts", "0") == "0", failed.data.tags
     seen = list((tmp_path / "rr" / "faults" / "nonfinite").glob("*.seen"))
     assert len(seen) == 2  # the driver took each diverged trial off the retry list
     assert summary["num_errors"] == 2
@@ -308,7 +308,7 @@ def test_data_parallel_trial_on_two_cpu_workers(tmp_path, ray_instance):
     assert run.info.status == "FINISHED"
     client = MlflowClient(store)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_g")] == [1, 2]
-    assert run.data.tags["workers"] == "2"  # rank 0 reported a world of two DDP workers
+    assert run.data.tags["fetalgan.workers"] == "2"  # rank 0 reported a world of two DDP workers
     assert {"checkpoint/last.pt", "checkpoint/best.pt"} <= {
         f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")
     }

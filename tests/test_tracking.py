@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fetalgan.config import DataConfig, TrainConfig
+from fetalgan.envinfo import environment
 from fetalgan.evaluation import Evaluation, Objective
 from fetalgan.tracking import (
     SweepTracker,
@@ -14,6 +15,7 @@ from fetalgan.tracking import (
     download_checkpoint,
     download_sample_grid,
     metric_at_best,
+    names,
     resolve_tracking_uri,
     runs_table_url,
     sample_grid_files,
@@ -79,7 +81,10 @@ def log_trial(tracker, tmp_path, trial_id, values, status="FINISHED", *, metric=
             reference="phantom-32-10",
         )
         tracker.log_evaluation(
-            run_id, evaluation, system={"cpu_percent": 50.0 + epoch}, tags={"worker_host": "n1"}
+            run_id,
+            evaluation,
+            system={"cpu_percent": 50.0 + epoch},
+            tags={names.WORKER_HOST_TAG: "n1"},
         )
         checkpoint, best_weights, grid = fake_evaluation(tmp_path, epoch)
         tracker.log_evaluation_files(
@@ -118,7 +123,7 @@ def test_best_is_the_best_value_over_the_history_not_the_last(tmp_path, store):
     )
     assert lowest == (10.0, runs["a"])
     assert [m.value for m in client.get_metric_history(runs["a"], "best_fid")] == [40, 10, 10]
-    assert client.get_run(parent).data.tags["best_run_id"] == runs["a"]
+    assert client.get_run(parent).data.tags["fetalgan.best_run_id"] == runs["a"]
     assert client.get_run(parent).data.metrics["best_fid"] == 10.0
     assert client.get_run(parent).info.status == "FINISHED"
     served = download_checkpoint(best["checkpoint_uri"], tmp_path / "dl", tracking_uri=store)
@@ -166,11 +171,13 @@ def test_trial_run_layout(tmp_path, store):
     cpu = client.get_metric_history(run_id, "system/cpu_percent")
     assert [(m.step, m.value) for m in cpu] == [(1, 51.0), (2, 52.0), (3, 53.0)]
     assert run.data.metrics["n_fake"] == 16
-    assert run.data.tags["worker_host"] == "n1"
-    assert run.data.tags["weights_sha256"] == "abc123"
-    assert run.data.tags["reference"] == "phantom-32-10"
-    from fetalgan.envinfo import environment
-
+    assert run.data.tags["fetalgan.worker_host"] == "n1"
+    assert run.data.tags["fetalgan.weights_sha256"] == "abc123"
+    assert run.data.tags["fetalgan.reference"] == "phantom-32-10"
+    assert run.data.tags["fetalgan.stopped_early"] == "false"
+    assert run.data.tags["fetalgan.host"] == environment()["host"]
+    bare = {"worker_host", "weights_sha256", "reference", "stopped_early", "host", "error"}
+    assert not bare & set(run.data.tags)  # fetalgan's own tags only under fetalgan.
     if environment()["git_sha"]:  # the commit this process runs (HEAD may move meanwhile)
         assert run.data.tags["mlflow.source.git.commit"] == environment()["git_sha"]
         assert len(run.data.tags["mlflow.source.git.commit"]) == 40
@@ -204,7 +211,7 @@ def test_restarted_trial_continues_its_run(tmp_path, store):
     assert again == first
     run = MlflowClient(store).get_run(first)
     assert run.info.status == "RUNNING"
-    assert "error" not in run.data.tags
+    assert "fetalgan.error" not in run.data.tags
     # A resumed sweep (new tracker, same parent) finds it too.
     resumed = SweepTracker("exp", tracking_uri=store)
     resumed.start_parent(tracker.parent_run_id)
@@ -218,7 +225,7 @@ def test_failed_run_keeps_the_error(tmp_path, store):
     tracker.end_trial(run_id, "FAILED", error="FloatingPointError: non-finite loss at epoch 1")
     run = MlflowClient(store).get_run(run_id)
     assert run.info.status == "FAILED"
-    assert run.data.tags["error"].startswith("FloatingPointError")
+    assert run.data.tags["fetalgan.error"].startswith("FloatingPointError")
     with pytest.raises(ValueError, match="no finished trial run has metric 'fid'"):
         best_run("exp", tracking_uri=store)
 
@@ -266,3 +273,75 @@ def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path):
         os.umask(previous)
     db = tmp_path / "sub" / "mlruns.db"
     assert db.stat().st_size > 0 and db.stat().st_mode & 0o777 == 0o600
+
+
+def test_experiment_opens_on_the_runs_table(tmp_path, store):
+    """``mlflow.experimentKind = custom_model_development`` (MLflow 3.17's UI opens an
+    experiment without it on an empty GenAI traces page) on an experiment fetalgan creates,
+    and on one made before that it reuses."""
+    SweepTracker("new", tracking_uri=store)
+    client = MlflowClient(store)
+    tags = client.get_experiment_by_name("new").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    client.create_experiment("older")  # as fetalgan made them before, without the tag
+    assert "mlflow.experimentKind" not in client.get_experiment_by_name("older").tags
+    SweepTracker("older", tracking_uri=store)
+    tags = client.get_experiment_by_name("older").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_runs_carry_mlflow_context_tags(tmp_path, store):
+    """User and source, as ``mlflow.start_run`` would set them, on the sweep and trial runs
+    (made with ``MlflowClient.create_run``, which sets none)."""
+    import getpass
+
+    tracker = SweepTracker("exp", tracking_uri=store)
+    parent = tracker.start_parent(tags={names.EXPERIMENT_PATH_TAG: "/x/exp"})
+    trial = tracker.start_trial("t", "t", TrainConfig())
+    client = MlflowClient(store)
+    for run_id in (parent, trial):
+        tags = client.get_run(run_id).data.tags
+        assert tags["mlflow.user"] == getpass.getuser()
+        assert tags["mlflow.source.type"] == "LOCAL"
+        assert tags["mlflow.source.name"]  # the entry point (here pytest's)
+    assert client.get_run(parent).data.tags["fetalgan.experiment_path"] == "/x/exp"
+    assert client.get_run(trial).data.tags["mlflow.parentRunId"] == parent
+
+
+def test_runs_logged_with_the_bare_tag_names_still_read(tmp_path, store):
+    """A sweep logged before the tags moved under ``fetalgan.``: the best run, the parent's
+    experiment folder, a trial's end and where it ran read from the bare names; a restarted
+    trial loses its bare ``error`` tag as it loses the new one."""
+    from fetalgan.report import environment_table, trial_hosts, trial_state
+    from fetalgan.tracking.queries import sweep_parent_run, sweep_runs
+
+    tracker = SweepTracker("old", tracking_uri=store)
+    parent = tracker.start_parent()
+    client = MlflowClient(store)
+    client.delete_tag(parent, "fetalgan.host")
+    client.set_tag(parent, "experiment_path", "/old/ray_results/old")
+    client.set_tag(parent, "host", "login-1")
+    stopped = tracker.start_trial("s", "s", TrainConfig())
+    tracker.log_evaluation(stopped, Evaluation(epoch=1, values={"fid": 30.0}))
+    client.set_tag(stopped, "stopped_early", "true")
+    client.set_tag(stopped, "worker_host", "gpu-7")
+    client.set_tag(stopped, "worker_ip", "10.0.0.7")
+    client.set_terminated(stopped, "FINISHED")
+    crashed = tracker.start_trial("c", "c", TrainConfig())
+    client.set_tag(crashed, "error", "RuntimeError: boom")
+    client.set_terminated(crashed, "FAILED")
+
+    assert sweep_parent_run("old", tracking_uri=store)["experiment_path"] == "/old/ray_results/old"
+    sweep = sweep_runs("old", tracking_uri=store)
+    trials = {t["run_id"]: t for t in sweep["trials"]}
+    assert trial_state(trials[stopped]) == "stopped"
+    assert names.tag(trials[crashed]["tags"], names.ERROR_TAG) == "RuntimeError: boom"
+    assert trial_hosts(sweep)[0] == {"host": "gpu-7", "ip": "10.0.0.7", "trials": 1}
+    hosts = next(row for row in environment_table(sweep) if row["key"] == "host")
+    assert ("login-1", 1) in hosts["values"]
+    assert names.tag({"stopped_early": "true", "fetalgan.stopped_early": "false"},
+                     names.STOPPED_EARLY_TAG) == "false"  # the new name first  # fmt: skip
+    assert names.tag({}, names.BEST_RUN_TAG, "none") == "none"
+
+    assert tracker.start_trial("c", "c", TrainConfig()) == crashed  # restarted
+    assert "error" not in client.get_run(crashed).data.tags

@@ -37,6 +37,7 @@ from fetalgan.evaluation import Objective
 from fetalgan.sweep import space
 from fetalgan.sweep.summary import print_summary, summarise
 from fetalgan.sweep.trainable import TrialSpec, sweep_trial, trial_dirname
+from fetalgan.tracking.names import EXPERIMENT_PATH_TAG
 
 STATE_FILE = "fetalgan_sweep.json"  # in the experiment dir: parent run id, tracking URI
 SAVED_SWEEP = "fetalgan_sweep.yaml"  # in the experiment dir: the sweep as started (for resume)
@@ -456,7 +457,7 @@ def run_sweep(
         (exp_dir / SAVED_FILE).write_text(yaml.safe_dump(read_yaml(path_or_cfg), sort_keys=False))
     if tracker is not None:
         start = time.perf_counter()
-        tracker.start_parent(state.get("parent_run_id"), tags={"experiment_path": str(exp_dir)})
+        tracker.start_parent(state.get("parent_run_id"), tags={EXPERIMENT_PATH_TAG: str(exp_dir)})
         tracker.log_sweep_config(sweep_yaml)
         state = {"parent_run_id": tracker.parent_run_id, "tracking_uri": tracker.tracking_uri}
         state_file.write_text(json.dumps(state, indent=2) + "\n")

@@ -217,7 +217,7 @@ def sweep_parent_run(
     return {
         "run_id": run.info.run_id,
         "status": run.info.status,
-        "experiment_path": run.data.tags.get("experiment_path"),
+        "experiment_path": names.tag(run.data.tags, names.EXPERIMENT_PATH_TAG),
     }
 
 

@@ -90,11 +90,16 @@ def check_tracking(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
 
 
 def quiet() -> None:
-    """No table-creation INFO lines or download progress bars between fetalgan's own output."""
+    """MLflow's own lines follow the level fetalgan's logging is set to (``fetalgan -v``:
+    INFO; default WARNING, so no "Successfully registered model" beside fetalgan's summary);
+    never its table-creation lines or download progress bars. MLflow gives its logger a level
+    of its own when imported, hence this after the import."""
     import logging
 
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    level = logging.getLogger().getEffectiveLevel()
+    logging.getLogger("mlflow").setLevel(level)
+    logging.getLogger("mlflow.store.db.utils").setLevel(max(level, logging.WARNING))
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

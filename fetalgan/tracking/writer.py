@@ -14,19 +14,23 @@ What a child run holds:
   ``checkpoint/best.pt`` (best by the sweep's metric and mode, replaced when it improves),
   ``checkpoint/last.pt`` (at the end of the trial), ``checkpoint/epoch_NNNN.pt`` for the
   sweep's ``checkpoint_epochs``. The full training state lives only in Tune's checkpoint;
-- tags: ``fetalgan.trial_id``, ``fetalgan.role = trial``, ``worker_host``/``worker_ip``,
-  ``weights_sha256``, ``reference``, ``reference_n``, ``reference_key``, ``stopped_early``,
-  ``error``, ``restarts``, ``mlflow.source.git.commit``.
+- tags: fetalgan's own under ``fetalgan.`` (:mod:`~fetalgan.tracking.names`; runs logged before
+  carry the bare names, read through ``names.tag``): ``trial_id``, ``role = trial``,
+  ``host``, ``worker_host``/``worker_ip``, ``weights_sha256``, ``reference``, ``reference_n``,
+  ``reference_key``, ``stopped_early``, ``error``, ``restarts``; MLflow's standard
+  ``mlflow.user``, ``mlflow.source.name``, ``mlflow.source.type`` and
+  ``mlflow.source.git.commit``.
 
-Runs end FINISHED, FAILED (error in the ``error`` tag) or KILLED (the driver was interrupted;
-``--resume`` sets them running again). A restarted trial is found again by its Tune trial id,
-so it continues its own run. At the end the parent is tagged with the best child
-(``best_run_id``) and the best child's generator is logged and registered as a loadable
+Runs end FINISHED, FAILED (error in the ``fetalgan.error`` tag) or KILLED (the driver was
+interrupted; ``--resume`` sets them running again). A restarted trial is found again by its
+Tune trial id, so it continues its own run. At the end the parent is tagged with the best child
+(``fetalgan.best_run_id``) and the best child's generator is logged and registered as a loadable
 MLflow model (``models:/<name>@best``).
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 import warnings
@@ -78,11 +82,16 @@ class SweepTracker:
                 return self.client.create_experiment(
                     self.experiment,
                     artifact_location=artifact_location(self.tracking_uri, self.experiment),
+                    tags={names.EXPERIMENT_KIND_TAG: names.EXPERIMENT_KIND},
                 )
             except MlflowException as err:
                 raise ValueError(f"MLflow experiment {self.experiment!r}: {err}") from None
         if exp.lifecycle_stage == "deleted":
             self.client.restore_experiment(exp.experiment_id)
+        if exp.tags.get(names.EXPERIMENT_KIND_TAG) != names.EXPERIMENT_KIND:  # made before
+            self.client.set_experiment_tag(
+                exp.experiment_id, names.EXPERIMENT_KIND_TAG, names.EXPERIMENT_KIND
+            )
         return exp.experiment_id
 
     def artifact_dir(self) -> Path | None:
@@ -107,6 +116,7 @@ class SweepTracker:
                 self.experiment_id,
                 run_name=time.strftime(f"{self.experiment}-%Y%m%d-%H%M%S"),
                 tags={
+                    **context_tags(),
                     names.ROLE_TAG: names.ROLE_SWEEP,
                     **environment_tags(environment()),
                     **(tags or {}),
@@ -216,14 +226,17 @@ class SweepTracker:
         run_id = self.find_trial_run(trial_id)
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
-            if names.ERROR_TAG in self.client.get_run(run_id).data.tags:  # a crash it restarts from
-                self.client.delete_tag(run_id, names.ERROR_TAG)
+            tags = self.client.get_run(run_id).data.tags
+            for error_tag in (names.ERROR_TAG, names.LEGACY_TAGS[names.ERROR_TAG]):
+                if error_tag in tags:  # a crash it restarts from (the bare name: an older run)
+                    self.client.delete_tag(run_id, error_tag)
             return run_id
         env = environment()
         run = self.client.create_run(
             self.experiment_id,
             run_name=trial_name,
             tags={
+                **context_tags(),
                 "mlflow.parentRunId": self.parent_run_id,
                 names.TRIAL_TAG: trial_id,
                 names.ROLE_TAG: names.ROLE_TRIAL,
@@ -412,6 +425,20 @@ class SweepTracker:
             self.client.set_tag(run_id, names.ERROR_TAG, error[-5000:])
         self.client.set_tag(run_id, names.STOPPED_EARLY_TAG, str(bool(stopped_early)).lower())
         self.client.set_terminated(run_id, status=status)
+
+
+@functools.cache
+def _context() -> tuple[tuple[str, str], ...]:
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return tuple(resolve_tags().items())
+
+
+def context_tags() -> dict[str, str]:
+    """MLflow's standard context tags of this process (``mlflow.user``, ``mlflow.source.name``,
+    ``mlflow.source.type``, ...), as the fluent ``mlflow.start_run`` sets them; a run made
+    with ``MlflowClient.create_run`` gets none of them by itself. Resolved once per process."""
+    return dict(_context())
 
 
 def _best_epoch(state: dict[str, Any]) -> int | None:

@@ -45,7 +45,7 @@ def test_sweep_spans_two_nodes(slurm_two_node, workdir, e2e_cache):
     assert all(c.info.status == "FINISHED" for c in children)
     assert all(math.isfinite(c.data.metrics["fid"]) for c in children)
     # One CPU per node and one CPU per trial: each node ran one trial.
-    addresses = sorted(c.data.tags.get("worker_ip", "") for c in children)
+    addresses = sorted(c.data.tags.get("fetalgan.worker_ip", "") for c in children)
     assert addresses == sorted(NODES.values()), addresses
 
 

@@ -174,7 +174,7 @@ def test_outage_longer_than_the_retry_budget_loses_nothing(served, postgres, e2e
         for trial, epochs in reported.items():
             assert _fid_steps(restarted, by_trial[trial]["info"]["run_id"]) == sorted(epochs)
         parent = next(r for r in runs if _tags(r).get("fetalgan.role") == "sweep")
-        assert _tags(parent).get("best_run_id") in {
+        assert _tags(parent).get("fetalgan.best_run_id") in {
             by_trial[trial]["info"]["run_id"] for trial in reported
         }
     finally:
