@@ -16,7 +16,7 @@ import mlflow
 from fetalgan.checkpoint import load_checkpoint
 from fetalgan.generate import generate, load_generator, sample_images_from
 from fetalgan.images import read_grey
-from fetalgan.tracking.model import _request, log_generator_model, model_checkpoint
+from fetalgan.tracking.model import _request, _store, log_generator_model, model_checkpoint
 from fetalgan.tracking.names import MODEL_NAME
 from fetalgan.train import train
 from mlflow import MlflowClient
@@ -67,7 +67,8 @@ def logged(tmp_path_factory):
 
 def predict_in_fresh_process(logged, requests: dict[str, object]) -> dict[str, np.ndarray]:
     """``mlflow.pyfunc.load_model("models:/NAME@best").predict(request)`` for each request, in
-    a new Python process that knows only the store's URI."""
+    a new Python process that knows only the store's URI. A request keyed ``frame...`` goes
+    as a one-row DataFrame, one keyed ``params...`` as ``predict(input, params=params)``."""
     out = logged["tmp"] / "predicted.npz"
     script = textwrap.dedent(
         f"""
@@ -77,8 +78,11 @@ def predict_in_fresh_process(logged, requests: dict[str, object]) -> dict[str, n
         results = {{}}
         for key, request in requests.items():
             if key.startswith("frame"):
-                request = pd.DataFrame([request])
-            results[key] = model.predict(request)
+                results[key] = model.predict(pd.DataFrame([request]))
+            elif key.startswith("params"):
+                results[key] = model.predict(request["input"], params=request["params"])
+            else:
+                results[key] = model.predict(request)
             assert isinstance(results[key], np.ndarray), type(results[key])
         import fetalgan
         results["fetalgan_file"] = np.array(fetalgan.__file__)
@@ -106,6 +110,9 @@ def test_loaded_model_gives_the_images_of_generate(logged, tmp_path):
             "dict": {"n": 16, "seed": 0},
             "frame": {"n": 16, "seed": 0, "batch_size": 5},
             "dict_seed1": {"n": 4, "seed": 1},
+            # the signature's inference params, alone or beside an input row
+            "params": {"input": {}, "params": {"n": 16, "seed": 0, "batch_size": 3}},
+            "params_seed1": {"input": {"n": 4}, "params": {"seed": 1}},
         },
     )
     # fetalgan came with the model (code_paths), not from this checkout's import path
@@ -117,13 +124,14 @@ def test_loaded_model_gives_the_images_of_generate(logged, tmp_path):
     written = np.stack([read_grey(p) for p in paths])
     assert np.array_equal(written, expected)
 
-    for key in ("dict", "frame"):
+    for key in ("dict", "frame", "params"):
         assert got[key].dtype == np.uint8
         assert got[key].shape == (16, 32, 32)
         assert np.array_equal(got[key], written), key
     assert got["dict"].std() > 0  # real images, not a constant
     other = sample_images_from(networks, cfg, 4, seed=1).numpy()[:, 0]
     assert np.array_equal(got["dict_seed1"], other)
+    assert np.array_equal(got["params_seed1"], other)
     assert not np.array_equal(got["dict_seed1"], written[:4])
 
 
@@ -145,6 +153,40 @@ def test_model_is_attached_to_the_finished_run_and_registered(logged):
     assert model.experiment_id == logged["experiment"]
     assert model.status.name == "READY"
     assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+
+
+def test_model_signature_input_example_and_requirements(logged, tmp_path):
+    """The signature names the request fields as inputs and as inference params and the
+    output's shape; the input example is logged; requirements are pinned without local
+    version labels (``torch==2.14.1``, never ``+cu130``/``+cpu``)."""
+    import importlib.metadata
+
+    from mlflow.models import Model
+
+    uri = f"models:/{NAME}@best"
+    with _store(logged["uri"]):  # models:/ URIs read the fluent API's store
+        info = mlflow.models.get_model_info(uri)
+        requirements = mlflow.pyfunc.get_model_dependencies(uri)
+        local = mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "m"))
+    signature = info.signature
+    assert [(c.name, c.type.name, c.required) for c in signature.inputs.inputs] == [
+        ("n", "long", False),
+        ("seed", "long", False),
+        ("batch_size", "long", False),
+    ]
+    assert [(p.name, p.dtype.name, p.default) for p in signature.params.params] == [
+        ("n", "long", None),
+        ("seed", "long", None),
+        ("batch_size", "long", None),
+    ]
+    (output,) = signature.outputs.inputs
+    assert output.type == np.dtype(np.uint8) and output.shape == (-1, 32, 32)
+    example = Model.load(local).load_input_example(local)
+    assert example == {"n": 1, "seed": 0}
+    pins = [line.strip() for line in open(requirements) if line.strip()]
+    assert pins and all("+" not in pin for pin in pins), pins
+    torch_version = importlib.metadata.version("torch").partition("+")[0]
+    assert f"torch=={torch_version}" in pins
 
 
 def test_a_second_model_moves_the_alias(logged, tmp_path):
@@ -216,6 +258,16 @@ def test_unknown_run_is_a_value_error(logged):
 
 def test_predict_input_forms():
     assert _request({"n": 3}) == {"n": 3, "seed": 0, "batch_size": 256}
+    # inference params (MLflow fills the ones not given with None), alone or with the input
+    empty = pd.DataFrame()
+    given = {"n": 4, "seed": 2, "batch_size": None}
+    assert _request(empty, given) == {"n": 4, "seed": 2, "batch_size": 256}
+    assert _request({"n": 4, "seed": 2}, given) == {"n": 4, "seed": 2, "batch_size": 256}
+    assert _request({"n": 4}, {"seed": 7}) == {"n": 4, "seed": 7, "batch_size": 256}
+    with pytest.raises(ValueError, match="'n' is 4 in the input but 5 in params"):
+        _request({"n": 4}, {"n": 5})
+    with pytest.raises(ValueError, match="input needs 'n'"):
+        _request(empty, {"n": None, "seed": 1})
     assert _request({"n": [4], "seed": np.int64(2)}) == {"n": 4, "seed": 2, "batch_size": 256}
     frame = pd.DataFrame([{"n": 5, "seed": 1, "batch_size": None}])
     assert _request(frame) == {"n": 5, "seed": 1, "batch_size": 256}
@@ -228,3 +280,21 @@ def test_predict_input_forms():
     ):
         with pytest.raises(ValueError, match="predict"):
             _request(bad)
+
+
+def test_requirements_drop_local_version_labels(monkeypatch):
+    """A CUDA or CPU build of torch (``2.14.1+cu130``, ``2.14.1+cpu``) is pinned by its
+    public version, which pip can install anywhere; a package not installed is left out."""
+    import importlib.metadata
+
+    from fetalgan.tracking import model
+
+    installed = {"torch": "2.14.1+cu130", "torchvision": "0.29.1+cpu", "numpy": "2.3.0"}
+
+    def version(name):
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(model.importlib.metadata, "version", version)
+    assert model.pip_requirements() == ["torch==2.14.1", "torchvision==0.29.1", "numpy==2.3.0"]

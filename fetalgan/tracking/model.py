@@ -3,11 +3,16 @@
 ``log_generator_model(run_id, checkpoint, name, tracking_uri=...)`` logs a pyfunc model named
 ``model`` (:data:`~fetalgan.tracking.names.MODEL_NAME`) for an existing, possibly finished,
 run: the checkpoint is the model's ``checkpoint`` artefact, the fetalgan package travels as its
-code, its requirements are pinned to what is installed here. It registers the model as a new
-version of ``name`` with alias ``best``. Then, in any process that can reach the store::
+code, its requirements are pinned to what is installed here (without local version labels:
+``torch==2.14.1``, not ``torch==2.14.1+cu130``, so another platform's build satisfies them).
+Its signature says what a request holds (``n``, ``seed``, ``batch_size``: integers, as an input
+row or as inference params) and what comes back (``(N, R, R) uint8``), with an input example.
+It registers the model as a new version of ``name`` with alias ``best``. Then, in any process
+that can reach the store::
 
     model = mlflow.pyfunc.load_model("models:/NAME@best")
     images = model.predict({"n": 16, "seed": 0})  # (16, R, R) uint8
+    images = model.predict({}, params={"n": 16, "seed": 0})  # the same images
 
 gives exactly the images ``fetalgan generate`` writes for that checkpoint and seed.
 ``model_checkpoint("models:/NAME@best", dst, tracking_uri=...)`` downloads only the checkpoint
@@ -40,6 +45,9 @@ CHECKPOINT_ARTIFACT = "checkpoint"  # key of the checkpoint in the model's ``art
 # that MLflow does not infer requirements (which loads the model and resolves packages).
 REQUIREMENTS = ("torch", "torchvision", "numpy", "pyyaml", "diffusers", "mlflow")
 DEFAULT_BATCH_SIZE = 256
+REQUEST_FIELDS = ("n", "seed", "batch_size")  # what a predict request may give, all integers
+# Logged with the model; MLflow runs it through the model when logging it, so it is small.
+INPUT_EXAMPLE = {"n": 1, "seed": 0}
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # fetalgan/: the model's code dependency
 
 
@@ -47,7 +55,8 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     """A fetalgan checkpoint as a pyfunc model, on the CPU.
 
     ``predict`` takes ``{"n": N, "seed": S}`` (optionally ``"batch_size"``), or a one-row
-    DataFrame with those columns, and returns ``(N, R, R) uint8`` images: the images of
+    DataFrame with those columns, or the same fields as inference ``params`` (a field given
+    both ways must agree), and returns ``(N, R, R) uint8`` images: the images of
     ``fetalgan generate CHECKPOINT -n N --seed S``."""
 
     # MLflow wraps ``predict`` of a subclass to validate its input by the type hints, and warns
@@ -66,7 +75,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         from fetalgan.generate import sample_images_from
 
-        request = _request(model_input)
+        request = _request(model_input, params)
         images = sample_images_from(
             self._networks,
             self._cfg,
@@ -99,14 +108,19 @@ def _int_field(row: dict, key: str, default: int | None) -> int:
     return int(value)
 
 
-def _request(model_input) -> dict[str, int]:
-    """``{"n", "seed", "batch_size"}`` from a dict or a one-row pandas DataFrame."""
+def _request(model_input, params: dict | None = None) -> dict[str, int]:
+    """``{"n", "seed", "batch_size"}`` from a dict or a one-row pandas DataFrame (MLflow hands
+    an empty one when the request came only as params), and inference ``params`` (MLflow
+    fills the ones not given with None)."""
     if hasattr(model_input, "iloc") and hasattr(model_input, "columns"):  # DataFrame
-        if len(model_input) != 1:
+        if len(model_input) == 0 and len(model_input.columns) == 0:
+            row = {}
+        elif len(model_input) != 1:
             raise ValueError(
                 f"predict: a DataFrame input must have exactly one row, got {len(model_input)}"
             )
-        row = model_input.iloc[0].to_dict()
+        else:
+            row = model_input.iloc[0].to_dict()
     elif isinstance(model_input, dict):
         row = dict(model_input)
     else:
@@ -114,11 +128,22 @@ def _request(model_input) -> dict[str, int]:
             "predict: expected a dict {'n': N, 'seed': S[, 'batch_size': B]} or a one-row "
             f"DataFrame with those columns, got {type(model_input).__name__}"
         )
-    unknown = set(row) - {"n", "seed", "batch_size"}
+    unknown = set(row) - set(REQUEST_FIELDS)
     if unknown:
         raise ValueError(
             f"predict: unknown input field(s) {sorted(unknown)}; use n, seed, batch_size"
         )
+    for key, value in (params or {}).items():
+        if key not in REQUEST_FIELDS or value is None:
+            continue
+        given = _scalar(key, row.get(key))
+        if given is not None and not (isinstance(given, float) and math.isnan(given)):
+            if given != value:
+                raise ValueError(
+                    f"predict: {key!r} is {given!r} in the input but {value!r} in params; "
+                    "give it one way"
+                )
+        row[key] = value
     return {
         "n": _int_field(row, "n", None),
         "seed": _int_field(row, "seed", 0),
@@ -132,10 +157,14 @@ def _request(model_input) -> dict[str, int]:
 
 
 def _quiet() -> None:
-    """No download progress bars or table-creation INFO lines among fetalgan's output."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    """MLflow's lines at fetalgan's logging level (see ``store.quiet``), without its
+    CloudPickle warning about :class:`GeneratorModel` (see :class:`_ByReference`)."""
+    from fetalgan.tracking.store import quiet
+
+    quiet()
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    if not any(isinstance(f, _ByReference) for f in pyfunc_logger.filters):
+        pyfunc_logger.addFilter(_ByReference())
 
 
 @contextlib.contextmanager
@@ -165,14 +194,45 @@ def _store(tracking_uri: str) -> Iterator[None]:
 
 
 def pip_requirements() -> list[str]:
-    """``REQUIREMENTS`` pinned to the installed versions (one not installed is left out)."""
+    """``REQUIREMENTS`` pinned to the installed versions (one not installed is left out),
+    without local version labels: ``torch==2.14.1+cu130`` is pinned as ``torch==2.14.1``, which
+    pip resolves on a machine with another CUDA, or none."""
     pins = []
     for name in REQUIREMENTS:
         try:
-            pins.append(f"{name}=={importlib.metadata.version(name)}")
+            version = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            pass
+            continue
+        pins.append(f"{name}=={version.partition('+')[0]}")
     return pins
+
+
+def model_signature(checkpoint_file: Path):
+    """The generator model's signature: the request fields (:data:`REQUEST_FIELDS`, integers)
+    as optional input columns and as inference params (default None: not given), the output
+    ``(N, R, R) uint8`` at the resolution of one image sampled from ``checkpoint_file``."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    from fetalgan.generate import load_generator, sample_images_from
+
+    networks, cfg = load_generator(checkpoint_file, device="cpu")
+    height, width = sample_images_from(networks, cfg, 1, seed=0).shape[-2:]
+    return ModelSignature(
+        inputs=Schema([ColSpec("long", key, required=False) for key in REQUEST_FIELDS]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, height, width))]),
+        params=ParamSchema([ParamSpec(key, "long", None) for key in REQUEST_FIELDS]),
+    )
+
+
+class _ByReference(logging.Filter):
+    """Drops MLflow's warning that a ``python_model`` object is serialised with CloudPickle:
+    :class:`GeneratorModel` is a module-level class of the package the model carries as its
+    code, so what is pickled is a reference to it and no state of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Passing a Python object as `python_model`" not in record.getMessage()
 
 
 def log_generator_model(
@@ -227,6 +287,8 @@ def log_generator_model(
             artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_file.resolve())},
             code_paths=[str(PACKAGE_DIR)],
             pip_requirements=pip_requirements(),
+            signature=model_signature(checkpoint_file),
+            input_example=INPUT_EXAMPLE,
             model_id=logged.model_id,
         )
         if active is None:  # log_model links the model to the active run only
