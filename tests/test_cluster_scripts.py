@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
+import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +22,8 @@ SERVER = REPO / "mlflow" / "server.sh"
 
 
 def run(script: Path, *args: str, env: dict | None = None, cwd: Path | None = None):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+    # Not this session's Slurm variables or temp dir: the tests give a job its own.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM") and k != "TMPDIR"}
     return subprocess.run(
         ["bash", str(script), *args],
         env={**clean, **(env or {})},
@@ -65,7 +70,14 @@ def test_sbatch_defaults():
         "--requeue",
     } <= options
     assert "--output" in options
-    assert "--signal=B:USR1@120" in directives  # B: the batch shell, which forwards it
+    # B: the batch shell, which forwards it. The lead covers the sweep's save and Ray's drain
+    # (up to ~60 s) and the clean-up step on every node (bounded by its timeout).
+    assert "--signal=B:USR1@180" in directives
+    text = RAY_CLUSTER.read_text()
+    (cleanup_s,) = {int(s) for s in re.findall(r"timeout (\d+) srun", text)}
+    assert 180 >= 60 + cleanup_s + 30
+    header = text[: text.index("set -euo pipefail")]
+    assert "sbatch --signal=B:USR1@300" in header  # how a user gives a longer lead
 
 
 def test_no_sweep_file():
@@ -149,6 +161,7 @@ RECORDERS = {
     "srun": r"""#!/bin/bash
 printf -v line ' %q' "$@"; echo "srun$line" >>"$REC/commands"
 env | grep -E '^RAY_(AUTH|ADDRESS)' | sort >"$REC/env-srun-$$"
+[[ -n ${FAKE_STEP_GPUS:-} ]] && export CUDA_VISIBLE_DEVICES=$FAKE_STEP_GPUS # as slurmstepd does
 while (($#)); do case $1 in -w) shift 2 ;; -*) shift ;; *) break ;; esac; done
 setsid "$@" &
 pid=$!
@@ -162,7 +175,7 @@ start)
     tmp=${!#}
     tmp=${tmp#--temp-dir=}
     stat -c '%a %n' "${tmp%/r}" >>"$REC/tempdirs"
-    env | grep -E '^RAY_(AUTH|ADDRESS)' | sort >"$REC/env-ray-$$"
+    env | grep -E '^(RAY_(AUTH|ADDRESS)|CUDA_VISIBLE_DEVICES)' | sort >"$REC/env-ray-$$"
     touch "$REC/joined-$$"
     exec sleep 300 ;;
 status) for joined in "$REC"/joined-*; do [[ -e $joined ]] && echo " 1 node_${joined##*-}"; done ;;
@@ -186,28 +199,59 @@ esac
 DRIVER = r"""#!/bin/bash
 printf -v line ' %q' "$@"; echo "fetalgan$line" >>"$REC/commands"
 env | grep -E '^RAY_(AUTH|ADDRESS)' | sort >"$REC/env-driver"
-for private in /tmp/fetalgan-"$SLURM_JOB_ID".*; do
-    stat -c '%a' "$private" "$private/ray_token" >"$REC/private"
+env | sed 's/=.*//' | sort >"$REC/driver-variables"
+for private in "${FAKE_TMP:-/tmp}"/fetalgan-"$SLURM_JOB_ID".*; do
+    stat -c '%a %n' "$private" >"$REC/private"
+    stat -c '%a' "$private/ray_token" >>"$REC/private"
 done
+"""
+# A stand-in for `apptainer` / `singularity`: records its command line and the names of the
+# variables it would pass in (APPTAINERENV_X / SINGULARITYENV_X), then runs the command as
+# `exec --cleanenv` would: in an environment holding only those (prefix removed), the image's
+# PATH (FAKE_IMAGE_PATH), HOME, and the recorders' own REC and FAKE_TMP.
+FAKE_CONTAINER = r"""#!/bin/bash
+printf -v line ' %q' "$@"; echo "${0##*/}$line" >>"$REC/commands"
+prefix=APPTAINERENV_
+[[ ${0##*/} == singularity ]] && prefix=SINGULARITYENV_
+passed=()
+for name in $(compgen -e); do
+    [[ $name == "$prefix"* ]] && passed+=("${name#"$prefix"}=${!name}")
+done
+compgen -e | grep -E '^(APPTAINER|SINGULARITY)ENV_' | sort >"$REC/container-env-$$"
+[[ $1 == exec ]] || exit 97
+shift
+while [[ $1 == --* ]]; do case $1 in --bind) shift 2 ;; *) shift ;; esac; done
+shift # the image
+exec env -i PATH="$FAKE_IMAGE_PATH" HOME="$HOME" REC="$REC" FAKE_TMP="${FAKE_TMP:-}" "${passed[@]}" "$@"
 """
 
 
-def recorded_job(tmp_path: Path, nodes: list[str], **env: str):
+def recorded_job(
+    tmp_path: Path,
+    nodes: list[str],
+    *,
+    job_id: str | None = None,
+    containers: tuple[str, ...] = (),
+    **env: str,
+):
     """ray_cluster.sh sweeps/smoke.yaml as a job on ``nodes`` (the first is the head), with the
-    recorders above on PATH; returns (result, the recorder's directory, the job id)."""
+    recorders above on PATH (and FAKE_CONTAINER under each name in ``containers``); returns
+    (result, the recorder's directory, the job id)."""
     rec, fake_bin, venv_bin = tmp_path / "rec", tmp_path / "bin", tmp_path / "venv" / "bin"
     for path in (rec, fake_bin, venv_bin):
         path.mkdir(parents=True)
-    for name, text in RECORDERS.items():
+    recorders = {**RECORDERS, **{name: FAKE_CONTAINER for name in containers}}
+    for name, text in recorders.items():
         (fake_bin / name).write_text(text)
         (fake_bin / name).chmod(0o755)
     (venv_bin / "fetalgan").write_text(DRIVER)
     (venv_bin / "python").write_text(f'#!/bin/bash\nexec {REPO}/.venv/bin/python "$@"\n')
     for exe in venv_bin.iterdir():
         exe.chmod(0o755)
-    job_id = str(900000 + os.getpid() % 99999)
+    job_id = job_id or str(900000 + os.getpid() % 99999)
     settings = {
         "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "FAKE_IMAGE_PATH": f"{fake_bin}:{venv_bin}:/usr/bin:/bin",
         "REC": str(rec),
         "SLURM_JOB_ID": job_id,
         "SLURMD_NODENAME": nodes[0],
@@ -245,7 +289,8 @@ def test_ray_nodes_and_driver_share_a_per_job_token(tmp_path):
     assert not any(token in c for c in commands), "the token appeared on a command line"
     assert token not in result.stdout + result.stderr
     # The private directory was 0700 with a 0600 token while the job ran, and is gone now.
-    assert (rec / "private").read_text().split() == ["700", "600"]
+    mode, private, token_mode = (rec / "private").read_text().split()
+    assert (mode, token_mode) == ("700", "600") and private.startswith("/tmp/fetalgan-")
     assert not list(Path("/tmp").glob(f"fetalgan-{job_id}.*"))
     # A next job cannot reuse this one's token.
     again, rec2, _ = recorded_job(tmp_path / "again", ["n1", "n2"])
@@ -280,17 +325,300 @@ def test_head_address_is_the_one_routing_to_the_other_nodes(tmp_path):
     the route to the second node (10.1.0.7); FETALGAN_RAY_IFACE picks an interface instead."""
     result, rec, _ = recorded_job(tmp_path / "route", ["n1", "n2"])
     assert result.returncode == 0, result.stderr
-    assert _env_file(rec / "env-driver")["RAY_ADDRESS"] == "10.1.0.7:6379"
-    assert "--address=10.1.0.7:6379" in (rec / "commands").read_text()
+    address = _env_file(rec / "env-driver")["RAY_ADDRESS"]
+    assert re.fullmatch(r"10\.1\.0\.7:\d+", address), address
+    assert f"--address={address}" in (rec / "commands").read_text()
+    assert "--node-ip-address=10.1.0.7" in _ray_starts(rec)["head"]
 
     result, rec, _ = recorded_job(tmp_path / "iface", ["n1", "n2"], FETALGAN_RAY_IFACE="ib1")
     assert result.returncode == 0, result.stderr
-    assert _env_file(rec / "env-driver")["RAY_ADDRESS"] == "10.9.9.9:6379"
+    assert _env_file(rec / "env-driver")["RAY_ADDRESS"].startswith("10.9.9.9:")
+    assert "--node-ip-address=10.9.9.9" in _ray_starts(rec)["head"]
 
     result, rec, _ = recorded_job(tmp_path / "bad", ["n1", "n2"], FETALGAN_RAY_IFACE="eth7")
     assert result.returncode == 2
     assert "no IPv4 address for the Ray head on interface eth7" in result.stderr
     assert not (rec / "commands").exists() or "ray start" not in (rec / "commands").read_text()
+
+
+def _ray_starts(rec: Path) -> dict:
+    """The recorded `ray start` command lines: {"head": its arguments, "workers": [...]}."""
+    commands = (rec / "commands").read_text().splitlines()
+    starts = [shlex.split(c)[2:] for c in commands if c.startswith("ray start ")]
+    heads = [a for a in starts if "--head" in a]
+    assert len(heads) == 1, starts
+    return {"head": heads[0], "workers": [a for a in starts if "--head" not in a]}
+
+
+def _options(args: list[str]) -> dict[str, str]:
+    return dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
+
+
+# Ray's ports (the script's header): a block of 512 from 20000 per job, 24 blocks.
+PORT_LO, PORT_BLOCK, PORT_BLOCKS = 20000, 512, 24
+NODE_PORTS = {  # a node's own ports: offset in the block
+    "--node-manager-port": 2,
+    "--object-manager-port": 3,
+    "--dashboard-agent-listen-port": 4,
+    "--dashboard-agent-grpc-port": 5,
+    "--runtime-env-agent-port": 6,
+    "--metrics-export-port": 7,
+    "--min-worker-port": 16,
+    "--max-worker-port": PORT_BLOCK - 1,
+}
+HEAD_PORTS = {"--port": 0, "--ray-client-server-port": 1, "--dashboard-port": 8}
+
+
+def _with_ray_client(tmp_path: Path) -> dict[str, str]:
+    """PYTHONPATH with an empty `grpc` package: the script then sees Ray Client installed (the
+    venv's ray[tune] has no grpc, and `ray start` refuses a client port without it)."""
+    (tmp_path / "client" / "grpc").mkdir(parents=True)
+    (tmp_path / "client" / "grpc" / "__init__.py").write_text("")
+    return {"PYTHONPATH": str(tmp_path / "client")}
+
+
+def _head_base(rec: Path) -> int:
+    base = int(_options(_ray_starts(rec)["head"])["--port"])
+    assert (base - PORT_LO) % PORT_BLOCK == 0 and 0 <= (base - PORT_LO) // PORT_BLOCK < PORT_BLOCKS
+    return base
+
+
+def _ports(rec: Path) -> set[int]:
+    """Every port a `ray start` of the job was given (worker ranges in full)."""
+    ports = set()
+    for args in [_ray_starts(rec)["head"], *_ray_starts(rec)["workers"]]:
+        options = {k: int(v) for k, v in _options(args).items() if k in {*NODE_PORTS, *HEAD_PORTS}}
+        ports |= set(options.values())
+        ports |= set(range(options["--min-worker-port"], options["--max-worker-port"] + 1))
+    return ports
+
+
+def test_head_and_workers_get_the_ports_of_the_jobs_block(tmp_path):
+    """Every Ray port of the job is given explicitly, from the job's block: two jobs sharing a
+    node no longer both take Ray's fixed defaults (6379, 52365, 10001...)."""
+    job_id = str(900000 + os.getpid() % 99999)
+    result, rec, _ = recorded_job(
+        tmp_path, ["n1", "n2", "n3"], job_id=job_id, **_with_ray_client(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    base = _head_base(rec)
+    block = (base - PORT_LO) // PORT_BLOCK
+    moved = f"(block {int(job_id) % PORT_BLOCKS} has ports in use)" in result.stdout
+    assert block == int(job_id) % PORT_BLOCKS or moved, result.stdout
+    head = _options(_ray_starts(rec)["head"])
+    expected = {k: base + offset for k, offset in {**HEAD_PORTS, **NODE_PORTS}.items()}
+    assert {k: int(head[k]) for k in expected} == expected, head
+    assert head["--node-ip-address"] == "10.1.0.7"  # the address routing to the other nodes
+    # The other nodes: the same node ports (the block is free on them too: here they are all
+    # this machine), the head's address, and none of the head's own options.
+    workers = [_options(args) for args in _ray_starts(rec)["workers"]]
+    assert len(workers) == 2
+    for worker in workers:
+        assert {k: int(worker[k]) for k in NODE_PORTS} == {k: expected[k] for k in NODE_PORTS}
+        assert worker["--address"] == f"10.1.0.7:{base}"
+        assert not {*HEAD_PORTS, "--node-ip-address"} & worker.keys(), worker
+    assert _env_file(rec / "env-driver")["RAY_ADDRESS"] == f"10.1.0.7:{base}"
+    # One log line names them all; each node says which block it took.
+    (line,) = [x for x in result.stdout.splitlines() if ": Ray ports " in x]
+    assert f"job {job_id}, restart 0: Ray ports {base}-{base + PORT_BLOCK - 1} on n1" in line
+    assert f"GCS {base}, Ray Client {base + 1}, dashboard {base + 8}" in line
+    assert f"node-manager-port={base + 2}" in line and f"max-worker-port={base + 511}" in line
+    assert result.stdout.count(f"its Ray ports: block {block}") == 3
+
+    # Without Ray Client installed (grpc), no client port: `ray start` would refuse it.
+    again, rec2, _ = recorded_job(tmp_path / "no-client", ["n1"], job_id=job_id)
+    assert again.returncode == 0, again.stderr
+    assert "--ray-client-server-port" not in _options(_ray_starts(rec2)["head"])
+    assert "no Ray Client server (grpc not installed)" in again.stdout
+
+
+def test_two_jobs_on_one_node_take_distinct_ports(tmp_path):
+    """A second job on the node while the first one's Ray runs (its ports in use, held here by
+    sockets) gets other ports: by its id (the next block), or, where its id gives the first
+    job's block, by moving on to the next free block. The recorders bind nothing, so each
+    job here sees only the sockets this test holds (and whatever else runs on this machine)."""
+    first_id = 900000 + os.getpid() % 99999
+    first, rec1, _ = recorded_job(tmp_path / "a", ["n1"], job_id=str(first_id))
+    assert first.returncode == 0, first.stderr
+    ports1 = _ports(rec1)
+    base1 = _head_base(rec1)
+    block1 = (base1 - PORT_LO) // PORT_BLOCK
+    held = []
+    try:
+        for port in (base1, base1 + 2):  # the first job's GCS and node manager, listening
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            held.append(sock)
+        second, rec2, _ = recorded_job(tmp_path / "b", ["n1"], job_id=str(first_id + 1))
+        assert second.returncode == 0, second.stderr
+        assert not ports1 & _ports(rec2), "a port of the running job was given again"
+        if "has ports in use" not in first.stdout + second.stdout:  # both blocks by id
+            assert (_head_base(rec2) - PORT_LO) // PORT_BLOCK == (block1 + 1) % PORT_BLOCKS
+
+        same_block = first_id + PORT_BLOCKS  # its id gives the first job's block by id
+        third, rec3, _ = recorded_job(tmp_path / "c", ["n1", "n2"], job_id=str(same_block))
+        assert third.returncode == 0, third.stderr
+        assert not ports1 & _ports(rec3), "a port of the running job was given again"
+        block3 = (_head_base(rec3) - PORT_LO) // PORT_BLOCK
+        assert block3 != block1
+        id_block = same_block % PORT_BLOCKS
+        assert f"block {block3} (block {id_block} has ports in use)" in third.stdout
+        assert third.stdout.count(f"its Ray ports: block {block3}") == 2  # head and worker
+        # FETALGAN_RAY_PORT names the GCS port; one in use stops the job before Ray starts.
+        taken, rec4, _ = recorded_job(
+            tmp_path / "d", ["n1"], job_id=str(same_block), FETALGAN_RAY_PORT=str(base1)
+        )
+        assert taken.returncode == 2
+        assert f"FETALGAN_RAY_PORT={base1} is in use on n1" in taken.stderr
+        assert not (rec4 / "commands").exists()  # no srun, no ray start
+    finally:
+        for sock in held:
+            sock.close()
+    chosen, rec5, _ = recorded_job(
+        tmp_path / "e", ["n1"], job_id=str(same_block), FETALGAN_RAY_PORT="6399"
+    )
+    assert chosen.returncode == 0, chosen.stderr
+    assert _options(_ray_starts(rec5)["head"])["--port"] == "6399"
+    assert _env_file(rec5 / "env-driver")["RAY_ADDRESS"].endswith(":6399")
+
+
+def test_temp_dirs_go_under_slurm_tmpdir_or_tmpdir(tmp_path):
+    """SLURM_TMPDIR, else TMPDIR, holds the private token directory and the Ray temp dirs; a
+    directory too long for Ray's AF_UNIX sockets, or missing, falls back to /tmp (logged)."""
+    short = [Path(tempfile.mkdtemp(prefix="t", dir="/tmp")) for _ in range(2)]
+    try:
+        for name, env in [
+            ("tmpdir", {"TMPDIR": f"{short[0]}/"}),
+            ("slurm", {"SLURM_TMPDIR": str(short[1]), "TMPDIR": str(short[0])}),
+        ]:
+            root = short[1] if "SLURM_TMPDIR" in env else short[0]
+            result, rec, job_id = recorded_job(
+                tmp_path / name, ["n1", "n2"], FAKE_TMP=str(root), **env
+            )
+            assert result.returncode == 0, result.stderr
+            starts = [_ray_starts(rec)["head"], *_ray_starts(rec)["workers"]]
+            temp_dirs = [a[-1].removeprefix("--temp-dir=") for a in starts]
+            assert all(
+                re.fullmatch(rf"{root}/ray-{job_id}\.\w{{10}}-[01]/r", t) for t in temp_dirs
+            ), temp_dirs
+            assert all(len(t) <= 43 for t in temp_dirs)
+            mode, private, token_mode = (rec / "private").read_text().split()
+            assert private.startswith(f"{root}/fetalgan-{job_id}.") and mode == "700"
+            assert list(root.iterdir()) == [], "the job left files in its temp dir"
+            assert "using /tmp" not in result.stdout
+    finally:
+        for path in short:
+            shutil.rmtree(path, ignore_errors=True)
+
+    long_dir = tmp_path / ("x" * 30)  # /tmp/pytest-of-.../x...: Ray's sockets would not fit
+    long_dir.mkdir()
+    result, rec, job_id = recorded_job(tmp_path / "long", ["n1"], TMPDIR=str(long_dir))
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"temp dir {long_dir} (SLURM_TMPDIR or TMPDIR) is too long for Ray's sockets"
+        in result.stdout
+    )
+    assert _ray_starts(rec)["head"][-1].startswith(f"--temp-dir=/tmp/ray-{job_id}.")
+    assert (rec / "private").read_text().split()[1].startswith(f"/tmp/fetalgan-{job_id}.")
+
+    result, rec, job_id = recorded_job(tmp_path / "missing", ["n1"], SLURM_TMPDIR="/nonexistent/j1")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "temp dir /nonexistent/j1 (SLURM_TMPDIR or TMPDIR) is not a writable directory: using /tmp"
+        in result.stdout
+    )
+    assert _ray_starts(rec)["head"][-1].startswith(f"--temp-dir=/tmp/ray-{job_id}.")
+
+
+CONTAINER_OWN = {"PATH", "HOME", "REC", "FAKE_TMP", "PWD", "SHLVL", "_", "OLDPWD"}
+PASSED = re.compile(
+    r"(RAY|MLFLOW|FETALGAN)_\w+|CUDA_VISIBLE_DEVICES|SLURM_JOB_ID|SLURM_JOB_NODELIST"
+    r"|SLURMD_NODENAME|SLURM_RESTART_COUNT"
+)
+
+
+@pytest.mark.parametrize(
+    "runtimes", [("apptainer",), ("singularity",), ("apptainer", "singularity")]
+)
+def test_image_commands_run_with_cleanenv_and_the_jobs_variables(tmp_path, runtimes):
+    """With FETALGAN_IMAGE: `RUNTIME exec --nv --cleanenv --bind ... IMAGE CMD` (apptainer,
+    else singularity); the image gets the job's variables (the Ray token among them) through
+    APPTAINERENV_ / SINGULARITYENV_ variables, never on a command line, and nothing else."""
+    image = tmp_path / "fetalgan.sif"
+    image.write_bytes(b"\0" * 64)
+    result, rec, job_id = recorded_job(
+        tmp_path,
+        ["n1", "n2"],
+        containers=runtimes,
+        FETALGAN_IMAGE=str(image),
+        FAKE_STEP_GPUS="0,1",
+        UNRELATED_HOST_SETTING="not for the image",
+        SLURM_RESTART_COUNT="2",
+    )
+    assert result.returncode == 0, result.stderr
+    runtime = runtimes[0]  # apptainer first
+    prefix = "APPTAINERENV_" if runtime == "apptainer" else "SINGULARITYENV_"
+    assert "restart 2 of this job" in result.stdout and "restart 2: Ray ports" in result.stdout
+    commands = (rec / "commands").read_text().splitlines()
+    wrapped = [shlex.split(c) for c in commands if c.startswith(f"{runtime} ")]
+    assert not [
+        c
+        for c in commands
+        if c.startswith(("apptainer ", "singularity ")) and not c.startswith(f"{runtime} ")
+    ]
+    for argv in wrapped:
+        assert argv[1:4] == ["exec", "--nv", "--cleanenv"] and argv[4] == "--bind", argv
+        assert argv[6] == str(image), argv
+    run_in_image = sorted({tuple(argv[7:9]) for argv in wrapped})
+    assert run_in_image == [
+        ("fetalgan", "sweep"),
+        ("python", "-c"),
+        ("ray", "start"),
+        ("ray", "status"),
+    ]
+    # Inside: the job's token, address and settings; the step's own GPUs; no host leftovers.
+    driver = _env_file(rec / "env-driver")
+    token = driver["RAY_AUTH_TOKEN"]
+    assert driver["RAY_AUTH_MODE"] == "token" and re.fullmatch(r"[0-9a-f]{64}", token)
+    assert driver["RAY_ADDRESS"].startswith("10.1.0.7:")
+    inside = set((rec / "driver-variables").read_text().split())
+    assert {"MLFLOW_TRACKING_URI", "FETALGAN_IMAGE", "FETALGAN_STORAGE", "SLURM_JOB_ID"} <= inside
+    assert "SLURM_RESTART_COUNT" in inside
+    assert all(v in CONTAINER_OWN or PASSED.fullmatch(v) for v in inside), inside - CONTAINER_OWN
+    assert "UNRELATED_HOST_SETTING" not in inside
+    ray_envs = [_env_file(p) for p in rec.glob("env-ray-*")]
+    assert len(ray_envs) == 2
+    assert all(
+        e["RAY_AUTH_TOKEN"] == token and e["CUDA_VISIBLE_DEVICES"] == "0,1" for e in ray_envs
+    )
+    passed = {n for p in rec.glob("container-env-*") for n in p.read_text().split()}
+    assert {
+        f"{prefix}RAY_AUTH_TOKEN",
+        f"{prefix}MLFLOW_TRACKING_URI",
+        f"{prefix}CUDA_VISIBLE_DEVICES",
+    } <= passed
+    assert all(n.startswith(prefix) for n in passed), passed
+    assert not any(token in c or "RAY_AUTH_TOKEN" in c for c in commands), "token on a command line"
+    assert token not in result.stdout + result.stderr
+
+
+def test_image_needs_apptainer_or_singularity(tmp_path):
+    if shutil.which("apptainer", path="/usr/bin:/bin") or shutil.which(
+        "singularity", path="/usr/bin:/bin"
+    ):
+        pytest.skip("a real apptainer/singularity is installed here")
+    image = tmp_path / "x.sif"
+    image.write_bytes(b"\0")
+    env = {
+        "SLURM_JOB_ID": "1",
+        "SLURMD_NODENAME": "n1",
+        "FETALGAN_IMAGE": str(image),
+        "PATH": "/usr/bin:/bin",
+    }
+    result = run(RAY_CLUSTER, "sweeps/smoke.yaml", env=env)
+    assert result.returncode == 2
+    assert "neither apptainer nor singularity is on PATH" in result.stderr
 
 
 # --------------------------------------------------------------------------------------------

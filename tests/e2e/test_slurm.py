@@ -1,10 +1,13 @@
 """`sbatch slurm/ray_cluster.sh SWEEP.yaml` on a real one-node Slurm: the sweep completes and
 is tracked; an interrupted sweep resumes (resubmitted, or requeued by the job itself) without
-rerunning finished trials; no Ray process outlives its job."""
+rerunning finished trials; two jobs sharing the node each run their own Ray; no Ray process
+outlives its job."""
 
 from __future__ import annotations
 
 import math
+import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ import yaml
 from harness.jobs import (
     SCRIPT,
     SMOKE,
+    VENV,
     artifact_paths,
     finish,
     job_env,
@@ -79,7 +83,7 @@ def _three_sequential_trials(workdir: Path) -> Path:
 
 def _signal_after_first_trial(cluster, env, job_id: str) -> dict[str, float]:
     """Wait until one child run has FINISHED, then send USR1 to the batch script (as
-    ``--signal=B:USR1@120`` does near the time limit). Returns {run_id: end_time}."""
+    ``--signal=B:USR1@180`` does near the time limit). Returns {run_id: end_time}."""
     finished: dict[str, float] = {}
 
     def one_finished() -> bool:
@@ -139,7 +143,7 @@ def test_interrupt_then_resubmit_resumes(slurm_single, workdir, e2e_cache):
 
 
 def test_usr1_requeues_and_resumes(slurm_single, workdir, e2e_cache):
-    """USR1 mid-sweep (what `--signal=B:USR1@120` sends before the time limit): the sweep
+    """USR1 mid-sweep (what `--signal=B:USR1@180` sends before the time limit): the sweep
     saves, the job requeues itself, and the requeued run resumes and finishes; `sbatch
     --wait` returns 0 once, at the real end."""
     sweep = _three_sequential_trials(workdir)
@@ -159,3 +163,83 @@ def test_usr1_requeues_and_resumes(slurm_single, workdir, e2e_cache):
         assert len(list(trial_dir.glob("checkpoint_*"))) <= 1, trial_dir
     stray = [p for p in exp_dir.rglob("*.pt") if not p.parent.name.startswith("checkpoint_")]
     assert not stray, stray
+
+
+def _ray_status(address: str, token: str, home: Path) -> subprocess.CompletedProcess:
+    """`ray status --address=ADDRESS` with a job's token (and a HOME without ~/.ray)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SLURM"))}
+    env.update(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    return subprocess.run(
+        ["timeout", "120", str(VENV / "bin" / "ray"), "status", f"--address={address}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+
+
+def test_two_jobs_sharing_the_node_each_run_their_own_ray(slurm_single, workdir, e2e_cache):
+    """Two one-CPU jobs submitted at once share the node (Slurm's CR_CPU allocates CPUs, not
+    nodes). With Ray's fixed default ports the second head died within seconds (`Failed to
+    start the grpc server. The specified port is 6379`); now each job takes its own block of
+    ports, its Ray sees only its own node, and each sweep runs only its own trials."""
+    jobs = []  # (work dir, env, sbatch --wait process, job id)
+    t0 = time.monotonic()
+    for name in ("a", "b"):
+        job_dir = workdir / name
+        job_dir.mkdir()
+        env = job_env(slurm_single, job_dir, e2e_cache)  # its own storage and MLflow store
+        args = ["--cpus-per-task=1", str(SCRIPT), str(SMOKE)]
+        jobs.append((job_dir, env, *submit(slurm_single, job_dir, args, env)))
+    logs = [job_dir / f"slurm-fetalgan-sweep-{job_id}.out" for job_dir, _, _, job_id in jobs]
+
+    def text(log: Path) -> str:
+        return log.read_text(errors="replace") if log.is_file() else ""
+
+    def both_up_or_one_ended() -> bool:
+        ended = any(proc.poll() is not None for _, _, proc, _ in jobs)
+        return ended or all("Ray cluster up" in text(log) for log in logs)
+
+    wait_for(both_up_or_one_ended, 600, "both jobs' Ray clusters")
+    # While both run: each job's head answers with its own token and has one node, one CPU.
+    probes = []
+    for (job_dir, env, _, job_id), log in zip(jobs, logs, strict=True):
+        match = re.search(r"Ray head on \S+ \(([\d.]+:\d+)\)", text(log))
+        if match is None or "Ray cluster up" not in text(log):
+            break
+        tmp_root = Path(env.get("SLURM_TMPDIR") or env.get("TMPDIR") or "/tmp")
+        (private,) = tmp_root.glob(f"fetalgan-{job_id}.*")
+        token = (private / "ray_token").read_text().strip()
+        home = job_dir / "home"
+        home.mkdir()
+        probes.append((match.group(1), _ray_status(match.group(1), token, home)))
+    both_running = all("sweep exited" not in text(log) for log in logs)
+    finished = [finish(proc, job_id, job_dir, t0) for job_dir, _, proc, job_id in jobs]
+
+    for job in finished:
+        assert job.returncode == 0, job.describe()
+        assert "Ray cluster up: 1 nodes" in job.log, job.describe()
+        assert ray_leftovers(job.job_id) == [], f"Ray processes of job {job.job_id} outlived it"
+    assert len(probes) == 2 and both_running, "the jobs did not run at the same time"
+    (address_a, status_a), (address_b, status_b) = probes
+    assert address_a != address_b
+    for address, status in probes:
+        assert status.returncode == 0, f"{address}: {status.stderr[-3000:]}"
+        assert status.stdout.count(" node_") == 1, status.stdout  # not the other job's node
+        assert re.search(r"/1\.0 CPU", status.stdout), status.stdout
+    ranges = []
+    for job in finished:  # the ports each job logged: disjoint blocks
+        match = re.search(rf"job {job.job_id}, restart 0: Ray ports (\d+)-(\d+)", job.log)
+        assert match, job.describe()
+        ranges.append(range(int(match.group(1)), int(match.group(2)) + 1))
+    assert not set(ranges[0]) & set(ranges[1]), ranges
+
+    # Each sweep tracked its own two trials, all finished, in its own store.
+    for job, (_, env, _, _) in zip(finished, jobs, strict=True):
+        _, parents, children = mlflow_runs(env["MLFLOW_TRACKING_URI"], "smoke")
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        assert len(children) == 2, [c.info.run_name for c in children]
+        for child in children:
+            assert child.info.status == "FINISHED", child.data.tags.get("error")
+            assert child.data.tags["slurm_job_id"] == job.job_id
+            assert math.isfinite(child.data.metrics["fid"])
