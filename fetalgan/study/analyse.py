@@ -271,7 +271,10 @@ def generator_fid(
         run: metric_at_best(run, "fid", experiment=experiment, tracking_uri=tracking_uri)
         for run in sorted(runs)
     }
-    selected = best_run(experiment, tracking_uri=tracking_uri)
+    try:
+        selected = best_run(experiment, tracking_uri=tracking_uri)
+    except ValueError:  # no finished trial with the sweep's metric: nothing was selected
+        selected = {}
     test = selected.get("test") or {}
     if test.get("metric") == "fid" and selected["run_id"] in fid:
         # the final selection's generator: its test FID, not its optimistic in-sweep best
