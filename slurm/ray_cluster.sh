@@ -248,8 +248,10 @@ PRIVATE=
 RAY_TMP=
 cleanup() {
     trap - EXIT USR1 TERM
-    [[ -n $DRIVER_PID ]] && kill -TERM "$DRIVER_PID" 2>/dev/null
-    ((${#STEP_PIDS[@]})) && kill -TERM "${STEP_PIDS[@]}" 2>/dev/null
+    # (|| true: under set -e a step already gone, as after a failed head, ended the clean-up
+    # here and left the token directory behind)
+    [[ -n $DRIVER_PID ]] && { kill -TERM "$DRIVER_PID" 2>/dev/null || true; }
+    ((${#STEP_PIDS[@]})) && { kill -TERM "${STEP_PIDS[@]}" 2>/dev/null || true; }
     wait 2>/dev/null
     # Slurm ends a killed step with SIGKILL: the Ray temp dirs go in one more step per node.
     [[ -n $RAY_TMP ]] && timeout 60 srun --export=ALL --nodes="${SLURM_JOB_NUM_NODES:-1}" \

@@ -716,7 +716,9 @@ def recorded_step(tmp_path, **slurm_env) -> tuple[list[str], str, str]:
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\n")
     log = tmp_path / "srun.log"
+    tmp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # the job's TMPDIR (short: sockets)
     env = {
+        "TMPDIR": str(tmp),
         "SLURM_JOB_ID": "77",
         "SLURMD_NODENAME": "n1",
         "SLURM_JOB_NODELIST": "n1",
@@ -727,8 +729,14 @@ def recorded_step(tmp_path, **slurm_env) -> tuple[list[str], str, str]:
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         **slurm_env,
     }
-    result = run(RAY_CLUSTER, str(sweep), env=env, cwd=tmp_path)
-    assert result.returncode != 0 and "Ray head on n1" in result.stdout, result.stderr
+    try:
+        result = run(RAY_CLUSTER, str(sweep), env=env, cwd=tmp_path)
+        left = sorted(p.name for p in tmp.iterdir())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert result.returncode == 2 and "Ray head on n1" in result.stdout, result.stderr
+    # The head "exited" (the recorder): the clean-up still removed the token directory.
+    assert left == [], f"left in the job's temp dir: {left}"
     argv_line, gpu_vars = log.read_text().splitlines()[:2]
     return json.loads(argv_line), gpu_vars, result.stdout
 
