@@ -294,7 +294,7 @@ def log_generator_model(
         if active is None:  # log_model links the model to the active run only
             client.log_outputs(run_id, [LoggedModelOutput(model_id=info.model_id, step=0)])
         try:
-            version = str(mlflow.register_model(info.model_uri, name).version)
+            version = _register(client, name, info.model_uri, info.model_id)
         except MlflowException as err:
             warnings.warn(
                 f"MLflow model registry of {tracking_uri}: model {info.model_uri} of run "
@@ -310,6 +310,20 @@ def log_generator_model(
             f"({err.message})"
         ) from None
     return version
+
+
+def _register(client, name: str, model_uri: str, model_id: str) -> str:
+    """A new version of the registered model ``name`` (created first if new) from the logged
+    model ``model_uri`` (``models:/<model_id>``): what ``mlflow.register_model`` does for such a
+    URI, without the two lines it prints on stderr whatever the logging level."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return str(client.create_model_version(name, source=model_uri, model_id=model_id).version)
 
 
 def _model_version(client, models_uri: str, tracking_uri: str):
