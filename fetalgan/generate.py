@@ -125,7 +125,7 @@ def generate(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc="generate", unit="img")
+        bar = tqdm(total=n, desc="generate", unit="img", disable=None)  # off if no TTY
     for start, images in iter_image_batches(networks, cfg, n, seed=seed, batch_size=batch_size):
         paths += write_images(images, out_dir, start=start)
         if start == 0:

@@ -419,6 +419,7 @@ def train(
             initial=start_epoch,
             desc=f"train {cfg.model}{cfg.resolution}",
             unit="epoch",
+            disable=None,  # off when stderr is no terminal (a Slurm log): the evaluation lines stay
         )
     evaluation = Evaluation.from_dict(history[-1]) if history else Evaluation(epoch=start_epoch)
 

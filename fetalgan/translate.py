@@ -69,7 +69,7 @@ def translate_folder(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(paths), desc="translate", unit="img")
+        bar = tqdm(total=len(paths), desc="translate", unit="img", disable=None)  # off if no TTY
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         images = [read_grey(p) for p in chunk]

@@ -342,7 +342,9 @@ def decode_files(
     out: list[np.ndarray | None] = []
     pool = ThreadPoolExecutor(max_workers=_workers())
     try:
-        with tqdm(total=len(files), desc=desc, unit="img", disable=not progress) as bar:
+        with tqdm(
+            total=len(files), desc=desc, unit="img", disable=None if progress else True
+        ) as bar:
             for image in pool.map(decode, files):
                 out.append(image)
                 bar.update()
@@ -460,7 +462,9 @@ def _phantom_set(
     chosen = np.sort(order[: data.size or len(order)]).tolist()
     images = np.empty((len(chosen), resolution, resolution), dtype=np.uint8)
     start = 0
-    with tqdm(total=len(chosen), desc="phantom", unit="img", disable=not progress) as bar:
+    with tqdm(
+        total=len(chosen), desc="phantom", unit="img", disable=None if progress else True
+    ) as bar:
         slices = None
         if data.phantom_slices:
             from fetalgan.data.phantom import slice_position

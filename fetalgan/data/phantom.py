@@ -555,7 +555,9 @@ def write_phantom_dir(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    with tqdm(total=n, desc=f"phantom {modality}", unit="img", disable=not progress) as bar:
+    with tqdm(
+        total=n, desc=f"phantom {modality}", unit="img", disable=None if progress else True
+    ) as bar:
         for batch in iter_phantom_images(range(first, first + n), size, seed, modality=modality):
             for image in batch:
                 path = out / f"phantom_{first + len(paths):05d}.png"

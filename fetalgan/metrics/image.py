@@ -111,7 +111,13 @@ def paired_metrics(
     values = {m: np.empty(pairs.size) for m in metrics}
     k = 0
     with np.errstate(divide="ignore"):  # PSNR of an identical pair is inf, by definition
-        bar = tqdm(pairs, desc="/".join(metrics), unit="fake", disable=not progress, leave=False)
+        bar = tqdm(
+            pairs,
+            desc="/".join(metrics),
+            unit="fake",
+            disable=None if progress else True,
+            leave=False,
+        )
         for fake_index, real_indices in enumerate(bar):
             for real_index in real_indices:
                 for m in metrics:

@@ -354,7 +354,7 @@ def extract_features(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n, desc=desc, unit="img", leave=False)
+        bar = tqdm(total=n, desc=desc, unit="img", leave=False, disable=None)  # off if no TTY
     if device.type == "cpu":
         batch_size = min(batch_size, CPU_BATCH)
     with torch.inference_mode(), exact_fp32():
