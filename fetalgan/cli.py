@@ -3,15 +3,36 @@ functions that need them so ``fetalgan --help`` and config errors are instant.
 
 User errors (bad config, missing files, bad values) print ``fetalgan: error: ...`` and exit 2;
 set ``FETALGAN_DEBUG=1`` to see the traceback instead.
+
+Python logging is configured here, once: WARNING by default, ``-v`` INFO, ``-vv`` DEBUG, or
+``--log-level`` (on ``fetalgan sweep``); MLflow's, Ray's and Optuna's loggers follow it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"  # name: fetalgan.data.cache, ...
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """``--log-level``, else WARNING, INFO with ``-v``, DEBUG with ``-vv``."""
+    if getattr(args, "log_level", None):
+        return logging.getLevelName(args.log_level)
+    verbose = getattr(args, "verbose", 0) or 0
+    return (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+
+
+def configure_logging(level: int) -> None:
+    """Python logging for the command: fetalgan's loggers (and the libraries' that follow the
+    root's level) at ``level``, each line naming its logger."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -237,12 +258,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from fetalgan.sweep import run_sweep
 
+    # fetalgan's progress always; Ray's own output from INFO on, Tune's most verbose at DEBUG
+    level = log_level(args)
+    verbose = 3 if level <= logging.DEBUG else 2 if level <= logging.INFO else 1
     summary = run_sweep(
         args.config,
         resume=args.resume,
         storage=args.storage,
         tracking_uri=args.tracking_uri,
         overrides=args.set,
+        verbose=verbose,
     )
     if summary["interrupted"]:
         return 3  # state saved: `fetalgan sweep FILE --resume` continues it
@@ -423,6 +448,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a sweep key (max_concurrent=16, num_samples=64, scheduler.max_t=50; "
         "max_concurrent=auto fills the cluster) or a base key (lr_g=1e-3, data.size=300)",
     )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="also Ray's own output (Tune's status table, the trials' output and Ray's, "
+        "MLflow's and fetalgan's INFO lines); -vv: DEBUG lines and Tune at its most verbose",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="logging level (default WARNING: fetalgan's progress table, stops, failures and "
+        "summary only); INFO is -v, DEBUG is -vv",
+    )
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("best", help="the best run of a sweep's MLflow experiment")
@@ -594,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(log_level(args))
     if os.environ.get("FETALGAN_DEBUG"):
         return args.func(args)
     try:

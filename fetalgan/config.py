@@ -840,11 +840,15 @@ def max_epochs(cfg: SweepConfig) -> int:
 
 
 def expected_trials(cfg: SweepConfig) -> int:
-    """Trials a complete sweep has: ``num_samples`` times the number of grid points."""
+    """Trials a complete sweep has: ``num_samples`` times the number of grid points (each
+    ``grid`` key's values, and each ``choice`` key's under ``search.kind: grid``, which expands
+    choices too)."""
     points = 1
     for dist in cfg.space.values():
         if "grid" in dist:
             points *= len(dist["grid"])
+        elif "choice" in dist and cfg.search.kind == "grid":
+            points *= len(dist["choice"])
     return cfg.num_samples * points
 
 

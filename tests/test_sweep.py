@@ -123,6 +123,12 @@ def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, mon
     stopped = [r for r in runs if r.data.tags["fetalgan.stopped_early"] == "true"]
     assert stopped, "ASHA stopped no trial"
     assert summary["num_stopped_early"] == len(stopped)
+    # fetalgan's progress lines: a line per stop and per finish, the trial table at the end
+    assert printed.count("stopped by ASHA at epoch") == len(stopped), printed
+    assert printed.count("finished 3 epochs") == 4 - len(stopped), printed
+    assert "fetalgan sweep asha, " in printed and "trial     status" in printed
+    final = printed[printed.rindex("fetalgan sweep asha, ") :].splitlines()
+    assert len([line for line in final if line.startswith("  ") and "/3" in line]) == 4
     client = MlflowClient(store)
     for run in runs:  # every evaluation logged once, at step = epoch
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "lbpv_l1")]
@@ -247,7 +253,7 @@ def test_grid_combines_with_sampled_values(tmp_path, ray_instance, capsys):
         path, storage=tmp_path / "rr", tracking=False, overrides=["max_concurrent=auto"]
     )
     assert summary["num_trials"] == 4 and summary["num_errors"] == 0
-    assert "max_concurrent auto = 4 trials at once" in capsys.readouterr().out  # 4 CPUs / 1
+    assert "4 trial(s), 4 at a time (max_concurrent auto)" in capsys.readouterr().out  # 4 CPUs
     trials = []
     for params in (tmp_path / "rr" / "grid").glob("trial_*/params.json"):
         trials.append(json.loads(params.read_text()))

@@ -122,7 +122,7 @@ def test_unreachable_tracking_server_fails_before_ray_starts(tmp_path):
 
 def test_expected_trials_counts_grid_points_times_samples(tmp_path):
     """A sweep stopped between two trials is recognised by counting the trials it ran."""
-    from fetalgan.config import SweepConfig
+    from fetalgan.config import SearchConfig, SweepConfig
     from fetalgan.sweep import expected_trials
 
     cfg = SweepConfig(
@@ -135,6 +135,10 @@ def test_expected_trials_counts_grid_points_times_samples(tmp_path):
     )
     assert expected_trials(cfg) == 12
     assert expected_trials(SweepConfig(num_samples=5)) == 5
+    # search.kind grid expands a choice as well (space.build_param_space)
+    choice = {"betas": {"choice": [[0.5, 0.999], [0.9, 0.999]]}, "data.size": {"grid": [16, 24]}}
+    assert expected_trials(SweepConfig(space=choice)) == 2
+    assert expected_trials(SweepConfig(space=choice, search=SearchConfig(kind="grid"))) == 4
 
 
 def test_set_reaches_sweep_keys_and_base_keys(tmp_path):

@@ -202,10 +202,32 @@ def _local_ray_token() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
-def _ensure_ray() -> bool:
+def ray_output(verbose: int) -> None:
+    """Ray's own output for ``run_sweep``'s ``verbose``, set before Ray starts. Ray's loggers
+    (and Optuna's, see ``space.searcher``) follow the level fetalgan's logging is set to
+    (``fetalgan sweep`` default WARNING, ``-v`` INFO, ``-vv`` DEBUG). Below 2 (fetalgan's own
+    lines only), Tune's documented switches: no traceback of a failed trial (the progress line
+    gives its reason and its ``error.txt``), no warning that experiment snapshots come often
+    (every trial checkpoint forces one with ``num_to_keep=1``, by design here), and Tune's
+    legacy output engine, which at verbosity 0 prints nothing (the new one prints its
+    experiment header and TensorBoard hint whatever the verbosity)."""
+    import logging
+
+    if verbose < 2:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray").setLevel(logging.getLogger().getEffectiveLevel())
+
+
+def _ensure_ray(verbose: int = 1) -> bool:
     """Connect to ``$RAY_ADDRESS`` (with the ``RAY_AUTH_*`` the caller gives, e.g.
     slurm/ray_cluster.sh's per-job token) or start a local Ray with a fresh token (see
-    :func:`_local_ray_token`); True if this call started it."""
+    :func:`_local_ray_token`); True if this call started it. The trials' own output (Ray's
+    checkpoint lines, their warnings and tracebacks, which also land in each trial's
+    ``error.txt`` and Ray's worker logs) reaches this console only with ``verbose`` >= 2."""
+    import logging
+
     import ray
 
     if ray.is_initialized():
@@ -216,7 +238,12 @@ def _ensure_ray() -> bool:
         _local_ray_token()
     else:  # a cluster without a token of its own: do not pick up a stale ~/.ray/auth_token
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=verbose >= 2,
+        logging_level=logging.getLogger().getEffectiveLevel(),  # the driver's "ray" logger
+    )
     return True
 
 
@@ -363,6 +390,18 @@ def select_sweep(
     return result
 
 
+def describe_sweep(cfg: SweepConfig, max_concurrent: int, exp_dir: Path, tracker) -> str:
+    """One line saying what is about to run and where it goes."""
+    trials = expected_trials(cfg)
+    auto = " (max_concurrent auto)" if cfg.max_concurrent == "auto" else ""
+    scheduler = "ASHA" if cfg.scheduler.kind == "asha" else "no early stopping"
+    where = f"; MLflow {tracker.tracking_uri}" if tracker is not None else ""
+    return (
+        f"{cfg.name}: {trials} trial(s), {max_concurrent} at a time{auto}; {cfg.search.kind} "
+        f"search, {scheduler}, on {cfg.metric} ({cfg.mode}); Tune storage {exp_dir}{where}"
+    )
+
+
 def check_cluster(cfg: SweepConfig) -> None:
     """``ValueError`` when no trial of ``cfg`` fits the connected Ray cluster (see
     ``space.check_resources``)."""
@@ -394,6 +433,10 @@ def run_sweep(
 ) -> dict:
     """Run (or ``resume``) a sweep; print and return a summary (see ``summary.summarise``),
     with ``wall_s`` and, when tracking, ``tracking_s`` (driver time spent on MLflow).
+    ``verbose``: 0 the summary only; 1 also fetalgan's progress (a table of the trials, stops,
+    failures: :mod:`fetalgan.sweep.progress`); 2 also Ray's own output (Tune's status, the
+    trials' output, Ray's INFO lines when logging is at INFO: ``fetalgan sweep -v``); 3 Tune
+    at its most verbose.
     ``overrides``: ``--set`` items, sweep-file keys (``max_concurrent=16``,
     ``scheduler.max_t=50``) or base keys (``lr_g=1e-3``). ``tracking=False`` skips MLflow
     (used by the overhead benchmark). ``trial_fn``: a function trainable ``(config, spec)`` in
@@ -437,11 +480,11 @@ def run_sweep(
             checkpoint_epochs=tuple(cfg.checkpoint_epochs),
         )
         tracking_setup_s += time.perf_counter() - start
+    ray_output(verbose)
     from ray import tune
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the table reporter below, not AIR's
     # Ray next: a sweep no trial of which fits the cluster stops before anything is written.
-    started_ray = _ensure_ray()
+    started_ray = _ensure_ray(verbose)
     try:
         check_cluster(cfg)
     except ValueError:
@@ -482,6 +525,10 @@ def run_sweep(
     from fetalgan.sweep.nonfinite import NoRetryAfterNonFinite
 
     callbacks = [NoRetryAfterNonFinite(str(exp_dir))]  # a diverged trial: no Tune retries
+    if verbose >= 1:
+        from fetalgan.sweep.progress import SweepProgress
+
+        callbacks.append(SweepProgress(cfg, spec))
     outcome_file = exp_dir / OUTCOME_FILE
     outcome_file.unlink(missing_ok=True)
     queue = None
@@ -518,10 +565,11 @@ def run_sweep(
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         # One full state per trial: the latest (Tune writes the next before dropping it).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        progress_reporter=space.progress_reporter(cfg),
-        verbose=verbose,
+        verbose=max(0, verbose - 1),  # Tune's own output: fetalgan sweep -v
     )
     if resume:
+        if verbose >= 1:
+            print(f"fetalgan sweep: resuming {cfg.name} from {exp_dir}")
         # The restored experiment keeps its search state, trials and RunConfig: its tracking
         # callback is rebuilt from the pickled arguments (same store, parent run and outcome
         # file), so nothing of this invocation's needs to be put into it.
@@ -530,8 +578,8 @@ def run_sweep(
         )
     else:
         max_concurrent = space.concurrency(cfg)
-        if cfg.max_concurrent == "auto":
-            print(f"fetalgan sweep: max_concurrent auto = {max_concurrent} trials at once")
+        if verbose >= 1:
+            print(f"fetalgan sweep: {describe_sweep(cfg, max_concurrent, exp_dir, tracker)}")
         tuner = tune.Tuner(
             trainable,
             param_space=space.build_param_space(cfg),

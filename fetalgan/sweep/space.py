@@ -1,11 +1,12 @@
 """A checked sweep (``config.load_sweep``) turned into Tune's pieces: the search space, the
 searcher (Optuna in a ConcurrencyLimiter, or Tune's variant generator), the scheduler (ASHA on
-the sweep's metric, ``time_attr = epoch``, or FIFO), the progress table, the concurrency, and
-each trial's TrainConfig from its sampled values."""
+the sweep's metric, ``time_attr = epoch``, or FIFO), the concurrency, and each trial's
+TrainConfig from its sampled values. What a running sweep prints is :mod:`.progress`'s."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -19,15 +20,6 @@ from fetalgan.config import (
     to_dict,
     train_config_from_dict,
 )
-
-# Columns of the progress table (those a trial reports).
-PROGRESS_METRICS = {
-    "epoch": "epoch",
-    "fid": "FID",
-    "kid_mean": "KID",
-    "loss_d": "loss_D",
-    "loss_g": "loss_G",
-}
 
 
 def encoded_keys(cfg: SweepConfig) -> list[str]:
@@ -125,6 +117,9 @@ def searcher(cfg: SweepConfig, max_concurrent: int):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        # Optuna's INFO lines ("A new study created in memory") only when fetalgan's are shown
+        optuna.logging.set_verbosity(logging.getLogger().getEffectiveLevel())
+
         kind = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler}
         sampler = kind[cfg.search.sampler](
             seed=cfg.search.seed, n_startup_trials=startup_trials(cfg)
@@ -154,21 +149,6 @@ def scheduler(cfg: SweepConfig):
             reduction_factor=cfg.scheduler.reduction_factor,
         )
     return FIFOScheduler()
-
-
-def progress_reporter(cfg: SweepConfig):
-    from ray import tune
-
-    return tune.CLIReporter(
-        metric_columns={
-            **PROGRESS_METRICS,
-            **({cfg.metric: cfg.metric} if cfg.metric not in PROGRESS_METRICS else {}),
-            **({tune_metric(cfg): tune_metric(cfg)} if cfg.rank_by != "last" else {}),
-        },
-        parameter_columns=list(cfg.space),
-        max_report_frequency=30,
-        sort_by_metric=True,
-    )
 
 
 def base_dict(cfg: SweepConfig) -> dict[str, Any]:
