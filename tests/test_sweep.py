@@ -264,9 +264,10 @@ def test_grid_combines_with_sampled_values(tmp_path, ray_instance, capsys):
 
 
 @pytest.mark.slow
-def test_crash_restarts_into_the_same_run_and_nan_fails_alone(tmp_path, ray_instance):
+def test_crash_restarts_into_the_same_run_and_nan_fails_alone(tmp_path, ray_instance, capsys):
     """fail_at_epoch crashes a trial once: it resumes from its epoch-1 checkpoint into the same
-    MLflow run. A trial whose loss turns non-finite fails (FAILED, error tag); the rest finish."""
+    MLflow run. A trial whose loss turns non-finite fails (FAILED, error tag); the rest finish.
+    The console says each in one line."""
     store = f"sqlite:///{tmp_path}/mlruns.db"
     path = write_sweep(
         tmp_path,
@@ -300,6 +301,15 @@ def test_crash_restarts_into_the_same_run_and_nan_fails_alone(tmp_path, ray_inst
     assert len(seen) == 2  # the driver took each diverged trial off the retry list
     assert summary["num_errors"] == 2
     assert_one_state_per_trial(tmp_path / "rr" / "faults")  # after a crash and a restart
+    printed = capsys.readouterr()
+    restarts = [line for line in printed.out.splitlines() if "crashed after epoch" in line]
+    assert len(restarts) == 1 and "fail_at_epoch: simulated crash at epoch 2" in restarts[0]
+    assert "restarting from its last checkpoint (restart 1 of at most 1)" in restarts[0]
+    failures = [line for line in printed.out.splitlines() if " failed before its first " in line]
+    assert len(failures) == 2 and all("FloatingPointError: non-finite loss" in f for f in failures)
+    kept = [Path(f.split("; traceback in ")[1]) for f in failures]
+    assert all(p.name == "error.txt" and p.is_file() for p in kept), failures  # in the storage
+    assert all(p.is_relative_to(tmp_path / "rr" / "faults") for p in kept), failures
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ray import tune
 
@@ -98,6 +99,19 @@ def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _when(trial) -> str:
+    """``after epoch 20`` (its latest report), or ``before its first report``."""
+    epoch = (trial.last_result or {}).get("epoch")
+    return f"after epoch {epoch}" if epoch is not None else "before its first report"
+
+
+def _traceback(trial) -> str:
+    """Where the failed trial's traceback is kept: its ``error.txt`` in the sweep's storage
+    (Tune copies it there from the driver's session folder, which does not outlive Ray)."""
+    kept = Path(trial.path) / "error.txt" if trial.path else trial.error_file
+    return f"; traceback in {kept}" if kept else ""
 
 
 def say(text: str) -> None:
@@ -207,18 +221,17 @@ class SweepProgress(tune.Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.changed = True
-        epoch = (trial.last_result or {}).get("epoch")
         say(
-            f"trial {trial.trial_id} crashed after epoch {epoch or 0} ({trial_error(trial)}); "
+            f"trial {trial.trial_id} crashed {_when(trial)} ({trial_error(trial)}); "
             f"restarting from its last checkpoint (restart {trial.num_failures} of at most "
             f"{self.cfg.max_failures})"
         )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.changed = True
-        epoch = (trial.last_result or {}).get("epoch")
-        where = f"; traceback in {trial.error_file}" if trial.error_file else ""
-        say(f"trial {trial.trial_id} failed after epoch {epoch or 0}: {trial_error(trial)}{where}")
+        say(
+            f"trial {trial.trial_id} failed {_when(trial)}: {trial_error(trial)}{_traceback(trial)}"
+        )
 
     def on_experiment_end(self, trials, **info):
         if trials:
