@@ -256,6 +256,7 @@ def test_runs_table_url_sorts_by_the_metric():
     url = runs_table_url("7", "sqlite:///m.db", "fid", "min")
     assert url == (
         "http://127.0.0.1:5000/#/experiments/7/runs?orderByKey=metrics.%60fid%60&orderByAsc=true"
+        "&workflowType=machine_learning"  # MLflow 3.17's UI: the runs, not the GenAI overview
     )
 
 

@@ -125,11 +125,13 @@ def ui_command(tracking_uri: str) -> str:
 def runs_table_url(
     experiment_id: str, tracking_uri: str, metric: str = "fid", mode: str = "min"
 ) -> str:
-    """The runs table of an experiment, flat (children unfolded) and sorted by ``metric``, with
-    metric columns shown (MLflow 3 folds child runs and hides metrics by default)."""
+    """The runs table of an experiment, flat (children unfolded) and sorted by ``metric`` (MLflow
+    3 folds child runs by default), in the UI's model-training view: MLflow 3.17's UI picks
+    its GenAI or model-training view from ``workflowType`` in the URL, else from the last
+    choice in that browser (GenAI at first), not from the ``mlflow.experimentKind`` tag."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
     ascending = "true" if mode == "min" else "false"
     return (
         f"{base}/#/experiments/{experiment_id}/runs"
-        f"?orderByKey=metrics.%60{metric}%60&orderByAsc={ascending}"
+        f"?orderByKey=metrics.%60{metric}%60&orderByAsc={ascending}&workflowType=machine_learning"
     )
