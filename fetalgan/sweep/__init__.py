@@ -7,6 +7,8 @@ package that imports ray (lazily: importing ``fetalgan.sweep`` does not). One mo
 - :mod:`~fetalgan.sweep.trainable`: what runs in a Ray worker for one trial (``train()``, or a
   data-parallel Ray Train run of it when ``workers_per_trial > 1``);
 - :mod:`~fetalgan.sweep.callback`: the driver's Tune callback forwarding trials to tracking;
+- :mod:`~fetalgan.sweep.progress`: the driver's Tune callback printing the sweep's progress
+  (a trial table, stops, failures; Ray's own output only with ``fetalgan sweep -v``);
 - :mod:`~fetalgan.sweep.run`: ``run_sweep`` (run and resume, signals, storage);
 - :mod:`~fetalgan.sweep.summary`: the end-of-sweep summary.
 
