@@ -50,12 +50,12 @@ def test_smoke_sweep_under_sbatch(slurm_single, workdir, e2e_cache, fetalgan_bin
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 2, [c.info.run_name for c in children]
     for child in children:
-        assert child.info.status == "FINISHED", child.data.tags.get("error")
+        assert child.info.status == "FINISHED", child.data.tags.get("fetalgan.error")
         assert math.isfinite(child.data.metrics["fid"])
         assert child.data.tags["slurm_job_id"] == job.job_id
         files = artifact_paths(client, child.info.run_id)
         assert any(f.startswith("checkpoint/") and f.endswith(".pt") for f in files), files
-    assert parents[0].data.tags["best_run_id"] in {c.info.run_id for c in children}
+    assert parents[0].data.tags["fetalgan.best_run_id"] in {c.info.run_id for c in children}
 
     # The best checkpoint comes back out through MLflow and generates images.
     out = workdir / "synth"
@@ -240,6 +240,6 @@ def test_two_jobs_sharing_the_node_each_run_their_own_ray(slurm_single, workdir,
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert len(children) == 2, [c.info.run_name for c in children]
         for child in children:
-            assert child.info.status == "FINISHED", child.data.tags.get("error")
+            assert child.info.status == "FINISHED", child.data.tags.get("fetalgan.error")
             assert child.data.tags["slurm_job_id"] == job.job_id
             assert math.isfinite(child.data.metrics["fid"])
