@@ -1,8 +1,10 @@
 """With ``FETALGAN_IMAGE`` set, `slurm/ray_cluster.sh` runs every ray and python command as
-``apptainer exec --nv --bind WORKDIR,SWEEP DIR,CACHE,EXTRA IMAGE CMD``. Apptainer cannot be
-installed on these machines: a recorder stands in for it (harness/fake_apptainer.py), checks
-and logs each command line, and runs the command natively on a PATH without the venv, so the
-sweep only works if every command went through the wrapper."""
+``apptainer exec --nv --cleanenv --bind WORKDIR,SWEEP DIR,CACHE,EXTRA IMAGE CMD``. Apptainer
+cannot be installed on these machines: a recorder stands in for it (harness/fake_apptainer.py),
+checks and logs each command line, and runs the command natively in the environment
+``--cleanenv`` would leave (only what the job passes as APPTAINERENV_*) on a PATH without the
+venv, so the sweep only works if every command went through the wrapper and the job passed
+every variable it needs."""
 
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ def test_commands_run_through_apptainer_exec(slurm_single, workdir, e2e_cache, e
         FAKE_APPTAINER_LOG=str(log),
         FAKE_APPTAINER_PATH=str(VENV / "bin"),  # the image's environment, for the recorder
         PATH=f"{bin_dir}:{SYSTEM_PATH}",  # no fetalgan, ray or venv python outside the "image"
+        PYTHONPATH="/host/site-packages",  # the host's: --cleanenv keeps it out of the image
     )
     job = sbatch_wait(slurm_single, workdir, ["--cpus-per-task=2", str(SCRIPT), str(SMOKE)], env)
     assert job.returncode == 0, job.describe()
@@ -56,31 +59,33 @@ def test_commands_run_through_apptainer_exec(slurm_single, workdir, e2e_cache, e
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["error"] for r in records if r["error"]] == []
     binds = ",".join(str(p) for p in (workdir, SMOKE.parent, e2e_cache, extra_data))
-    prefix = ["exec", "--nv", "--bind", binds, str(image)]
-    assert all(r["argv"][:5] == prefix for r in records), [r["argv"][:5] for r in records]
-    commands = [r["argv"][5:] for r in records]
+    prefix = ["exec", "--nv", "--cleanenv", "--bind", binds, str(image)]
+    assert all(r["argv"][:6] == prefix for r in records), [r["argv"][:6] for r in records]
+    commands = [r["argv"][6:] for r in records]
+    # --cleanenv: the host's PYTHONPATH stays out; Ray's address and token come in, by name
+    assert not any("PYTHONPATH" in r["passed"] for r in records)
+    assert all({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} <= set(r["passed"]) for r in records[1:])
+    assert not any(arg.startswith("RAY_AUTH_TOKEN=") for r in records for arg in r["argv"])
 
     assert commands[0][:2] == ["python", "-c"] and commands[0][-1] == str(SMOKE)  # config
-    head = [
-        "ray",
-        "start",
-        "--block",
-        "--num-cpus=2",
-        "--num-gpus=0",
-        "--disable-usage-stats",
-        "--head",
-        "--port=6379",
-        "--include-dashboard=false",
-    ]
+    head = ["ray", "start", "--block", "--num-cpus=2", "--num-gpus=0", "--disable-usage-stats",
+            "--head"]  # fmt: skip
     # The head's srun step starts while the script already polls `ray status`: order varies.
     middle = commands[1:-1]
     starts = [c for c in middle if c[:2] == ["ray", "start"]]
-    assert [c[:-1] for c in starts] == [head]
+    assert len(starts) == 1 and starts[0][: len(head)] == head, starts
+    options = dict(arg.split("=", 1) for arg in starts[0][len(head) :])
+    assert options["--include-dashboard"] == "false" and options["--node-ip-address"]
+    port = int(options["--port"])  # the job's own block of ports, not Ray's default 6379
+    assert port != 6379 and 20000 <= port < 32768
+    for flag in ("--node-manager-port", "--object-manager-port", "--min-worker-port",
+                 "--max-worker-port"):  # fmt: skip
+        assert port < int(options[flag]) < port + 512, (flag, options)
     # Last: the node's own temp dir, made by mktemp in the step (outside the image).
-    assert re.fullmatch(rf"--temp-dir=/tmp/ray-{job.job_id}\.\w{{10}}-0/r", starts[0][-1]), starts
+    assert re.fullmatch(rf"--temp-dir=/\S*/ray-{job.job_id}\.\w{{10}}-0/r", starts[0][-1]), starts
     status = [c for c in middle if c[:2] != ["ray", "start"]]
     assert status and all(c == ["ray", "status", status[0][2]] for c in status), status
-    assert status[0][2].startswith("--address=") and status[0][2].endswith(":6379")
+    assert status[0][2] == f"--address={options['--node-ip-address']}:{port}"
     assert commands[-1] == [
         "fetalgan",
         "sweep",
