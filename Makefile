@@ -80,6 +80,7 @@ bench: install
 	$(BIN)/python bench/tracking_load.py
 	$(BIN)/python bench/search_efficiency.py
 	$(BIN)/python bench/fid_oscillation.py
+	$(BIN)/python bench/selection.py
 	$(BIN)/python bench/us2mri.py --triplets docs/us2mri_triplets.png
 
 clean:
