@@ -63,8 +63,9 @@
 # Ray's ports: Ray's defaults (6379, 52365, 10001, ...) are fixed, so two jobs sharing a node
 # (Slurm allocating by CPU, e.g. select/cons_tres with CR_CPU) would collide. Each job takes
 # a block of 512 TCP ports in 20000-32287 (below Linux's default ephemeral range, 32768-60999):
-# block number SLURM_JOB_ID mod 24, or the next block whose ports are all unused on the node
-# (no local TCP socket of any state in /proc/net/tcp, tcp6, as `ss -tan` shows). Block base B:
+# block number SLURM_JOB_ID mod 24, or the next block none of whose ports is listened on on
+# the node (/proc/net/tcp, tcp6, as `ss -tln` shows; a closed connection lingering in
+# TIME_WAIT does not stop Ray binding there). Block base B:
 # B the GCS (--port), B+1 the Ray Client server (when the image or venv has grpc installed,
 # i.e. Ray Client; else Ray starts none), B+2 --node-manager-port, B+3 --object-manager-port,
 # B+4 --dashboard-agent-listen-port, B+5 --dashboard-agent-grpc-port, B+6
@@ -72,9 +73,13 @@
 # the worker ports (--min-worker-port, --max-worker-port: 496 Ray worker processes per node at
 # most). Every other node checks the same block on itself and moves on to the next free one
 # there. The head advertises --node-ip-address (below); the other nodes let Ray pick theirs
-# (the address that routes to the head). The job logs its ports in one line. Left open: two
-# jobs whose ids are 24 apart, started on one node within the seconds before either Ray has
-# bound its ports, may take the same block.
+# (the address that routes to the head). The job logs its ports in one line. On the head's
+# node the choice is serialised: a job holds a lock (flock on /tmp/fetalgan-ray-ports, a
+# directory any user can open) from choosing its block until its Ray is up, so two jobs
+# started there at once take different blocks (seen without it: both took the same block and
+# the second head met the first's token). Left open: the worker nodes of two multi-node jobs
+# choose without that lock, so two such jobs starting the same seconds may pick one block on
+# a shared worker node.
 # Exported here for `fetalgan sweep` and the Ray nodes: RAY_ADDRESS (the head's IP:port),
 # MLFLOW_TRACKING_URI, and Ray token authentication: RAY_AUTH_MODE=token with RAY_AUTH_TOKEN,
 # a random token made per job and kept in a private directory (mktemp, mode 0700) removed at
@@ -123,13 +128,13 @@ fi
 # Shell functions this script and each node's step (below) share.
 read -r -d '' SHARED <<'EOF' || true
 PORT_LO=20000 PORT_BLOCK=512 PORT_BLOCKS=24
-ports_taken() { # ports_taken LO HI: true when a local TCP port in LO..HI is in use here
+ports_taken() { # ports_taken LO HI: true when a TCP port in LO..HI is listened on here
     local tables=() table
     for table in /proc/net/tcp /proc/net/tcp6; do [[ -r $table ]] && tables+=("$table"); done
     ((${#tables[@]})) || return 1
     awk -v lo="$1" -v hi="$2" '
         function hex(s,  i, n) { for (i = 1; i <= length(s); i++) n = n * 16 + index("0123456789ABCDEF", substr(s, i, 1)) - 1; return n }
-        FNR > 1 { n = split($2, a, ":"); p = hex(a[n]); if (p >= lo && p <= hi) { found = 1; exit } }
+        FNR > 1 && $4 == "0A" { n = split($2, a, ":"); p = hex(a[n]); if (p >= lo && p <= hi) { found = 1; exit } }
         END { exit !found }' "${tables[@]}"
 }
 free_block() { # free_block N: the first block from N on (wrapping) with every port unused here
@@ -322,6 +327,19 @@ HEAD_IP=$(head_ip)
 [[ -n $HEAD_IP ]] || die "no IPv4 address for the Ray head${FETALGAN_RAY_IFACE:+ on interface $FETALGAN_RAY_IFACE (FETALGAN_RAY_IFACE)}"
 
 # The job's ports (see the top): its block by job id, or the next one free on this node.
+# Two jobs starting here at once would both see a block free before either Ray listens on it:
+# the choice is serialised on the node (flock on a shared directory, which any user can open)
+# and the lock is held until this job's Ray is up.
+PORT_LOCK_DIR=/tmp/fetalgan-ray-ports
+PORT_LOCK_FD= # 8 while held; every step started meanwhile closes it (8<&-), or it keeps the lock
+if command -v flock >/dev/null && { [[ -d $PORT_LOCK_DIR ]] || mkdir -m 1777 -p "$PORT_LOCK_DIR" 2>/dev/null; } &&
+    exec 8<"$PORT_LOCK_DIR"; then
+    PORT_LOCK_FD=8
+    flock -w "${FETALGAN_RAY_WAIT:-300}" 8 ||
+        log "waited ${FETALGAN_RAY_WAIT:-300} s for another job on $HEAD to start its Ray; choosing ports anyway"
+else
+    log "no flock or $PORT_LOCK_DIR: ports chosen without a node-wide lock"
+fi
 JOB_NUMBER=${SLURM_JOB_ID//[^0-9]/}
 JOB_BLOCK=$((10#${JOB_NUMBER:-0} % PORT_BLOCKS))
 BLOCK=$(free_block "$JOB_BLOCK") ||
@@ -372,7 +390,7 @@ ray_step() { # ray_step NODE RAY-START-OPTIONS...: a blocking Ray node as one Sl
     local node=$1
     shift
     srun --export=ALL "${STEP_OPTIONS[@]}" -w "$node" bash -c "$NODE_STEP" ray-node "$RAY_TMP-${#STEP_PIDS[@]}" \
-        "$BLOCK" "$CONTAINER_ENV" "${RUN[@]}" ray start --block --num-cpus="$CPUS" "${RAY_GPUS[@]}" --disable-usage-stats "$@" &
+        "$BLOCK" "$CONTAINER_ENV" "${RUN[@]}" ray start --block --num-cpus="$CPUS" "${RAY_GPUS[@]}" --disable-usage-stats "$@" 8<&- &
     STEP_PIDS+=($!)
 }
 log "Ray head on $HEAD ($RAY_ADDRESS); $CPUS CPUs per node, $GPU_NOTE; token authentication on"
@@ -386,13 +404,14 @@ done
 deadline=$((SECONDS + ${FETALGAN_RAY_WAIT:-300}))
 while :; do
     kill -0 "$HEAD_PID" 2>/dev/null || die "the Ray head on $HEAD exited; see its output above"
-    joined=$(timeout 10 "${RUN[@]}" ray status --address="$RAY_ADDRESS" 2>/dev/null |
+    joined=$(timeout 10 "${RUN[@]}" ray status --address="$RAY_ADDRESS" 2>/dev/null 8<&- |
         grep -c '^ *1 node_' || true)
     ((joined >= ${#NODES[@]})) && break
     ((SECONDS < deadline)) || die "only $joined of ${#NODES[@]} nodes joined Ray in ${FETALGAN_RAY_WAIT:-300} s"
     sleep 2
 done
 log "Ray cluster up: $joined nodes (${NODES[*]})"
+[[ -n $PORT_LOCK_FD ]] && exec 8<&- # the next job on this node may choose now
 
 # The driver runs here, in the background, so the traps above can forward signals to it.
 status=0

@@ -204,6 +204,8 @@ for private in "${FAKE_TMP:-/tmp}"/fetalgan-"$SLURM_JOB_ID".*; do
     stat -c '%a %n' "$private" >"$REC/private"
     stat -c '%a' "$private/ray_token" >>"$REC/private"
 done
+# the node-wide port lock: released once Ray is up, and not kept by the Ray steps
+if flock -n /tmp/fetalgan-ray-ports true; then echo free >"$REC/port-lock"; else echo held >"$REC/port-lock"; fi
 """
 # A stand-in for `apptainer` / `singularity`: records its command line and the names of the
 # variables it would pass in (APPTAINERENV_X / SINGULARITYENV_X), then runs the command as
@@ -292,6 +294,8 @@ def test_ray_nodes_and_driver_share_a_per_job_token(tmp_path):
     mode, private, token_mode = (rec / "private").read_text().split()
     assert (mode, token_mode) == ("700", "600") and private.startswith("/tmp/fetalgan-")
     assert not list(Path("/tmp").glob(f"fetalgan-{job_id}.*"))
+    # The node-wide lock on choosing ports was released before the sweep, steps running.
+    assert (rec / "port-lock").read_text().split() == ["free"]
     # A next job cannot reuse this one's token.
     again, rec2, _ = recorded_job(tmp_path / "again", ["n1", "n2"])
     assert again.returncode == 0 and _env_file(rec2 / "env-driver")["RAY_AUTH_TOKEN"] != token

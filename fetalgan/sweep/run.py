@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -328,6 +329,8 @@ def final_selection(
     result["parent_run_id"] = tracker.parent_run_id
     write_result(selection_dir / SELECTION_FILE, result)
     tracker.log_selection(result)
+    # The fetched weights were kept for a resumed selection; done, MLflow has them.
+    shutil.rmtree(selection_dir / "candidates", ignore_errors=True)
     return result
 
 

@@ -208,7 +208,9 @@ def test_two_jobs_sharing_the_node_each_run_their_own_ray(slurm_single, workdir,
         if match is None or "Ray cluster up" not in text(log):
             break
         tmp_root = Path(env.get("SLURM_TMPDIR") or env.get("TMPDIR") or "/tmp")
-        (private,) = tmp_root.glob(f"fetalgan-{job_id}.*")
+        # the newest: a job id reused by an earlier test cluster may have left its own behind
+        # (a job SIGKILLed at the end of KillWait runs no clean-up)
+        private = max(tmp_root.glob(f"fetalgan-{job_id}.*"), key=lambda p: p.stat().st_mtime)
         token = (private / "ray_token").read_text().strip()
         home = job_dir / "home"
         home.mkdir()
