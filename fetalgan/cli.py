@@ -304,8 +304,8 @@ def format_selected(best: dict) -> str:
     real = f" against {test['n_real']} held-out images" if test.get("n_real") else ""
     rows = [
         (f"in-sweep {best['metric']}", f"{best['value']:.4g}" if best["value"] is not None
-         else "n/a", "the lowest of its run's evaluations during the sweep; optimistic, not "
-         "for reporting"),
+         else "n/a", "the lowest of its run's evaluations during the sweep, on few fakes: "
+         "biased, not for reporting"),
         (f"selection {chosen['metric']}", pm(chosen), f"{chosen['draws']} x {chosen['n_fake']} "
          f"fresh fakes against select.reference; chose it among {chosen['candidates']} "
          "candidates"),

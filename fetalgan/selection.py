@@ -1,8 +1,9 @@
 """The final selection stage: which generator a sweep hands back, and an honest number for it.
 
 The in-sweep value of a trial (``best_<metric>``) is the minimum of many noisy evaluations on
-a small reference: it chooses well enough among trials but, as a reported figure, it is
-optimistic (the winner's curse). After the search, :func:`run_selection`
+a small reference: it chooses well enough among trials but, as a reported figure, the
+minimum pulls it down (the winner's curse) and the few fakes push FID up. After the search,
+:func:`run_selection`
 
 1. takes the candidates (:class:`Candidate`): the top ``select.top_k`` trials' ``best.pt``
    and, with ``select.per_trial`` > 1, the weights each trial kept of its next-best
@@ -278,8 +279,8 @@ def describe(result: dict) -> str:
     lines = [
         f"fetalgan select: winner {winner['run_name']} epoch {winner['epoch']} "
         f"({winner['artifact'].rsplit('/', 1)[-1]}) of {len(result['candidates'])} candidates",
-        f"   in-sweep {result['in_sweep_metric']} (the lowest of its run's evaluations, "
-        f"optimistic): {_num(winner['in_sweep'])}",
+        f"   in-sweep {result['in_sweep_metric']} (the lowest of its run's evaluations, on few "
+        f"fakes: not for reporting): {_num(winner['in_sweep'])}",
         f"   selection {metric}: {_num(winner['score'])} +- {_num(winner['spread'])} "
         f"({result['draws']} x {result['n_fake']} fakes, select.reference)",
         f"   test {metric}: {_num(test['value'])} +- {_num(test['std'])} "

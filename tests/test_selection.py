@@ -343,7 +343,7 @@ def test_best_alias_generate_report_and_select_follow_the_selection(
     assert lines[1].split()[:3] == ["in-sweep", "lbpv_l1", f"{winner['in_sweep']:.4g}"]
     assert lines[2].split()[:3] == ["selection", "lbpv_l1", f"{winner['score']:.4g}"]
     assert lines[3].split()[:3] == ["test", "lbpv_l1", f"{selection['test']['value']:.4g}"]
-    assert "report this one" in lines[3] and "optimistic" in lines[1]
+    assert "report this one" in lines[3] and "not for reporting" in lines[1]
 
     assert main(["report", "chosen", "--out", "rep", "--tracking-uri", store]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()

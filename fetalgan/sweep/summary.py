@@ -117,7 +117,8 @@ def print_summary(summary: dict) -> None:
             f"{chosen['candidates']} candidates; trained to epoch {best['last_epoch']})"
         )
         lines.append(
-            f"     in-sweep {metric} {best[metric]:.4g} (its run's lowest evaluation: optimistic)"
+            f"     in-sweep {metric} {best[metric]:.4g} (its run's lowest evaluation, on few fakes: "
+            "not for reporting)"
         )
         lines.append(
             f"     selection {chosen['metric']} {chosen['value']:.4g} +- {chosen['std']:.2g} "
