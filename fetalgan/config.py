@@ -446,18 +446,7 @@ def validate_train(cfg: TrainConfig, prefix: str = "") -> TrainConfig:
     _positive(f"{p}data.size", cfg.data.size)
     _positive(f"{p}data.phantom_n", cfg.data.phantom_n)
     _check_selection(cfg.data, f"{p}data", "data")
-    ref = cfg.eval_reference
-    _positive(f"{p}eval_reference.size", ref.size)
-    _positive(f"{p}eval_reference.phantom_n", ref.phantom_n)
-    _positive(f"{p}eval_reference.seed", ref.seed, allow_zero=True)
-    if ref.kind is not None:
-        _choice(f"{p}eval_reference.kind", ref.kind, DATA_KINDS)
-    reference = reference_data(cfg)
-    if reference.kind != "phantom" and not reference.root:
-        raise ConfigError(
-            f"{p}eval_reference.root: required for kind {reference.kind!r} (the dataset directory)"
-        )
-    _check_selection(reference, f"{p}eval_reference", "eval_reference")
+    _check_reference(cfg, cfg.eval_reference, f"{p}eval_reference", "eval_reference")
     if cfg.fid_dims not in FID_DIMS:
         raise ConfigError(
             f"{p}fid_dims: expected one of {', '.join(map(str, FID_DIMS))}, got {cfg.fid_dims}"
@@ -504,6 +493,20 @@ def _check_ema(cfg: TrainConfig, p: str) -> None:
             f"{p}ema_decay: model {cfg.model} has no generator to average; EMA is for "
             f"{', '.join(GENERATORS)} (set 0 or null)"
         )
+
+
+def _check_reference(cfg: TrainConfig, ref: ReferenceConfig, path: str, name: str) -> None:
+    """A reference section (``eval_reference``, ``select.reference``, ...): counts, kind, a
+    root where its dataset needs one, and its selection within the dataset."""
+    _positive(f"{path}.size", ref.size)
+    _positive(f"{path}.phantom_n", ref.phantom_n)
+    _positive(f"{path}.seed", ref.seed, allow_zero=True)
+    if ref.kind is not None:
+        _choice(f"{path}.kind", ref.kind, DATA_KINDS)
+    data = reference_data(cfg, ref)
+    if data.kind != "phantom" and not data.root:
+        raise ConfigError(f"{path}.root: required for kind {data.kind!r} (the dataset directory)")
+    _check_selection(data, path, name)
 
 
 def _check_selection(data: DataConfig, path: str, phantom_path: str) -> None:
@@ -806,19 +809,7 @@ def _validate_select(cfg: SweepConfig) -> None:
                 f"selection stage is for {', '.join(GENERATORS)}"
             )
     for name in ("reference", "test_reference"):
-        ref = getattr(sel, name)
-        path = f"select.{name}"
-        _positive(f"{path}.size", ref.size)
-        _positive(f"{path}.phantom_n", ref.phantom_n)
-        _positive(f"{path}.seed", ref.seed, allow_zero=True)
-        if ref.kind is not None:
-            _choice(f"{path}.kind", ref.kind, DATA_KINDS)
-        data = reference_data(cfg.base, ref)
-        if data.kind != "phantom" and not data.root:
-            raise ConfigError(
-                f"{path}.root: required for kind {data.kind!r} (the dataset directory)"
-            )
-        _check_selection(data, path, name)
+        _check_reference(cfg.base, getattr(sel, name), f"select.{name}", name)
     from fetalgan.data.splits import check_real_sets
 
     check_real_sets(cfg, files=False)

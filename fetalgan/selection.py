@@ -110,18 +110,14 @@ class _Scorer:
     def evaluator(self, name: str, resolution: int):
         if (name, resolution) in self.evaluators:
             return self.evaluators[(name, resolution)]
-        from fetalgan.data import load_training_images
+        from fetalgan.data import load_reference_images
         from fetalgan.metrics.stats import TrainingMetrics
 
         ref = getattr(self.cfg.select, name)
         data = reference_data(self.cfg.base, ref)
-        try:
-            images = load_training_images(data, resolution, seed=ref.seed, progress=self.progress)
-        except (ValueError, FileNotFoundError) as err:
-            text = str(err)
-            if not text.startswith("data."):
-                raise
-            raise type(err)(f"select.{name}." + text.removeprefix("data.")) from None
+        images = load_reference_images(
+            self.cfg.base, resolution, progress=self.progress, ref=ref, section=f"select.{name}"
+        )
         evaluator = TrainingMetrics(
             images.images,
             metrics=[self.source],

@@ -586,21 +586,30 @@ def load_training_images(
     return ImageSet(tensor, key, names, len(skipped), from_cache=False)
 
 
-def load_reference_images(cfg: TrainConfig, resolution: int, *, progress: bool = False) -> ImageSet:
-    """The evaluation reference of ``cfg`` (``eval_reference``; by default the whole dataset
-    ``cfg.data`` names) at ``resolution``, never augmented, drawn with its own seed, so trials
-    that differ in ``data.size`` or ``seed`` compare with the same images."""
+def load_reference_images(
+    cfg: TrainConfig,
+    resolution: int,
+    *,
+    progress: bool = False,
+    ref=None,
+    section: str = "eval_reference",
+) -> ImageSet:
+    """A reference set of ``cfg`` at ``resolution``: ``ref`` (default ``cfg.eval_reference``;
+    by default the whole dataset ``cfg.data`` names), never augmented, drawn with its own
+    seed, so trials that differ in ``data.size`` or ``seed`` compare with the same images.
+    Errors name ``section`` (e.g. ``select.test_reference``), the part the user should fix."""
     from fetalgan.config import reference_data
 
+    ref = ref or cfg.eval_reference
     try:
         return load_training_images(
-            reference_data(cfg), resolution, seed=cfg.eval_reference.seed, progress=progress
+            reference_data(cfg, ref), resolution, seed=ref.seed, progress=progress
         )
     except (ValueError, FileNotFoundError) as err:  # name the section the user should fix
         text = str(err)
         if not text.startswith("data."):
             raise
-        raise type(err)("eval_reference." + text.removeprefix("data.")) from None
+        raise type(err)(f"{section}." + text.removeprefix("data.")) from None
 
 
 def _valid_entry(entry, resolution: int) -> bool:

@@ -338,12 +338,15 @@ class SweepTracker:
         evaluation (``best.pt``), as ``checkpoint/candidates/epoch_NNNN.pt``."""
         if checkpoint_file is None or not Path(checkpoint_file).is_file():
             return
-        from fetalgan.checkpoint import candidate_weights, load_checkpoint, save_checkpoint
+        from fetalgan.checkpoint import (
+            candidate_weights,
+            load_checkpoint,
+            save_checkpoint,
+            save_weights,
+        )
 
-        state = load_checkpoint(checkpoint_file)
+        state = load_checkpoint(checkpoint_file)  # read once: last.pt and the candidates
         with tempfile.TemporaryDirectory(prefix="fetalgan-mlflow-") as tmp:
-            from fetalgan.checkpoint import save_weights
-
             weights = save_weights(Path(tmp) / names.LAST_CHECKPOINT, state)
             self.client.log_artifact(run_id, str(weights), names.CHECKPOINT_DIR)
             candidates = state.get("candidates") or []
