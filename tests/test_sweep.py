@@ -467,7 +467,10 @@ def test_smoke_sweep_on_kid_from_the_command_line(tmp_path):
     )
     output = finish(driver, 400)
     assert driver.returncode == 0, output
-    assert "best trial" in output and "mlflow ui --backend-store-uri" in output
+    # smoke.yaml has a final selection (top_k 1): the summary names the selected trial, and
+    # the selection and test scores are on the sweep's metric.
+    assert "selected trial" in output and "mlflow ui --backend-store-uri" in output
+    assert "selection kid_mean" in output and "test kid_mean" in output, output
     runs = children(store, "smoke")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     client = MlflowClient(store)
@@ -488,6 +491,7 @@ def test_smoke_sweep_on_kid_from_the_command_line(tmp_path):
         ).stdout
     )
     assert best["metric"] == "kid_mean" and (best["value"], best["run_id"]) == lowest
+    assert best["selection"]["metric"] == best["test"]["metric"] == "kid_mean"
     assert client.get_model_version_by_alias("smoke", "best").run_id == best["run_id"]
 
 
