@@ -109,6 +109,24 @@ def _train_split(text: str) -> bool:
     return flags[text.lower()]
 
 
+DATA_TOOLS = ("fetch", "check", "dicom", "nifti")  # fetalgan.data modules with add_cli(sub)
+
+
+def _add_data_tools(data_sub) -> None:
+    """``fetalgan data fetch|check|import-dicom|import-nifti``: each module registers its own
+    sub-command (their heavy imports happen when the command runs)."""
+    import importlib
+
+    for name in DATA_TOOLS:
+        try:
+            module = importlib.import_module(f"fetalgan.data.{name}")
+        except ModuleNotFoundError as err:  # TEMPORARY while the tools are written
+            if err.name != f"fetalgan.data.{name}":
+                raise
+            continue
+        module.add_cli(data_sub)
+
+
 def cmd_examples(args: argparse.Namespace) -> int:
     from fetalgan.examples import copy_examples
 
@@ -562,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--first", type=int, default=0, help="index of the first image (default 0)")
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=cmd_data_phantom)
+    _add_data_tools(data_sub)
     p = sub.add_parser(
         "examples",
         help="copy the example sweeps, slurm/ray_cluster.sh and mlflow/server.sh into a folder",

@@ -75,6 +75,11 @@ class DataConfig:
     # crop | squash | pad: how a non-square image becomes R x R (fetalgan.images.fit_square);
     # crop keeps the middle, squash all of it stretched (the seed studies), pad all of it boxed
     fit: str = "crop"
+    # [lo, hi]: the patients in this fraction of the dataset's patients (a fixed order, the
+    # same for every set), all their images; null = every patient. For datasets that know the
+    # patient: planes (Patient_num), hc18 (the subject number NNN of NNN_HC.png, NNN_2HC.png),
+    # a folder with a manifest.csv (fetalgan data import-dicom / import-nifti)
+    patients: list[float] | None = None
 
 
 @dataclass
@@ -100,6 +105,7 @@ class ReferenceConfig:
     skip_corrupt: bool | None = None  # null = data.skip_corrupt
     cache_dir: str | None = None  # null = data.cache_dir
     fit: str | None = None  # null = data.fit
+    patients: list[float] | None = None  # null = data.patients; e.g. [0.9, 1.0] for a test set
 
 
 @dataclass
@@ -509,11 +515,35 @@ def _check_reference(cfg: TrainConfig, ref: ReferenceConfig, path: str, name: st
     _check_selection(data, path, name)
 
 
+def _check_patients(data: DataConfig, path: str) -> None:
+    """``patients: [lo, hi]``: two fractions, 0 <= lo < hi <= 1, on a dataset with patients."""
+    if data.patients is None:
+        return
+    value = data.patients
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or not 0 <= value[0] < value[1] <= 1
+    ):
+        raise ConfigError(
+            f"{path}: must be [lo, hi], fractions of the dataset's patients with "
+            f"0 <= lo < hi <= 1 (e.g. [0.0, 0.8] for training, [0.9, 1.0] for a test set), "
+            f"got {value!r}"
+        )
+    if data.kind == "phantom":
+        raise ConfigError(
+            f"{path}: the phantom has no patients; choose its images with size, skip and "
+            "order, or another phantom_seed"
+        )
+
+
 def _check_selection(data: DataConfig, path: str, phantom_path: str) -> None:
     """``order``, ``skip``, ``fit`` and, for the phantom, that ``skip + size`` fits the pool."""
     _choice(f"{path}.order", data.order, SUBSET_ORDERS)
     _choice(f"{path}.fit", data.fit, FITS)
     _positive(f"{path}.skip", data.skip, allow_zero=True)
+    _check_patients(data, f"{path}.patients")
     if data.kind == "phantom" and (data.size or 0) + data.skip > data.phantom_n:
         after = f" after skip {data.skip}" if data.skip else ""
         raise ConfigError(
@@ -533,7 +563,7 @@ def reference_data(cfg: TrainConfig, ref: ReferenceConfig | None = None) -> Data
         name: getattr(data, name) if getattr(ref, name) is None else getattr(ref, name)
         for name in (
             "kind", "root", "phantom_n", "phantom_seed", "plane", "brain_plane", "machine",
-            "train_split", "skip_corrupt", "cache_dir", "fit",
+            "train_split", "skip_corrupt", "cache_dir", "fit", "patients",
         )
     }  # fmt: skip
     return DataConfig(

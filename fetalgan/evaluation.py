@@ -123,6 +123,9 @@ class Evaluation:
     reference: str | None = None  # identity of the real set (dataset cache key)
     reference_n: int | None = None  # images in the real reference set (eval_reference)
     reference_key: str | None = None  # digest of the reference images (statistics cache key)
+    # the real sets behind it (training, evaluation) as MLflow dataset inputs describe them
+    # (fetalgan.data.datasets.describe_set); on a training process's first evaluation only
+    datasets: list[dict] = field(default_factory=list)
     weights_sha256: str | None = None  # FID Inception weights
     eval_seconds: float = 0.0  # sampling the fakes and computing the metrics
     train_seconds: float = 0.0  # the training epochs since the previous evaluation

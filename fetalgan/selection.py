@@ -111,6 +111,7 @@ class _Scorer:
         if (name, resolution) in self.evaluators:
             return self.evaluators[(name, resolution)]
         from fetalgan.data import load_reference_images
+        from fetalgan.data.datasets import describe_set
         from fetalgan.metrics.stats import TrainingMetrics
 
         ref = getattr(self.cfg.select, name)
@@ -127,11 +128,14 @@ class _Scorer:
             cache_dir=data.cache_dir,
         )
         self.evaluators[(name, resolution)] = evaluator
+        n = int(images.images.shape[0])
+        context = "selection" if name == "reference" else "test"
         self.identity[name] = {
             "dataset": images.key,
             "key": evaluator.reference_key,
-            "n": int(images.images.shape[0]),
+            "n": n,
             "resolution": resolution,
+            "described": describe_set(data, key=images.key, n=n, context=context),
         }
         return evaluator
 

@@ -201,6 +201,22 @@ def _target_batches(images, cfg: TrainConfig, epoch: int, rank: int, memory_form
     return take
 
 
+def real_sets_used(cfg: TrainConfig, dataset, reference, evaluator) -> list[dict]:
+    """The training set and (when evaluating) the evaluation reference, as
+    :func:`fetalgan.data.datasets.describe_set` describes them for MLflow's dataset inputs."""
+    from fetalgan.config import reference_data
+    from fetalgan.data.datasets import describe_set
+
+    sets = [describe_set(cfg.data, key=dataset.key, n=len(dataset.names), context="training")]
+    if reference is not None:
+        sets.append(
+            describe_set(
+                reference_data(cfg), key=reference.key, n=evaluator.n_real, context="evaluation"
+            )
+        )
+    return sets
+
+
 def _plain(value: Any) -> Any:
     """numpy/torch scalars -> Python numbers (JSON and ``weights_only`` checkpoints need them)."""
     return value.item() if hasattr(value, "item") else value
@@ -393,7 +409,7 @@ def train(
         wrapped = {name: torch.compile(net) for name, net in wrapped.items()}
     ctx = StepContext(device, amp_dtype, wrapped)
 
-    evaluator = None
+    evaluator, reference, described = None, None, False
     if cfg.eval_metrics and is_main:  # against eval_reference, never the training subset
         from fetalgan.config import reference_data
         from fetalgan.data import load_reference_images
@@ -520,6 +536,9 @@ def train(
                 evaluation.reference = reference.key
                 evaluation.reference_n = evaluator.n_real
                 evaluation.reference_key = evaluator.reference_key
+            if not described:  # what this process trains and evaluates on, once
+                described = True
+                evaluation.datasets = real_sets_used(cfg, dataset, reference, evaluator)
             evaluation.eval_seconds = time.perf_counter() - t0
             evaluation.train_seconds, train_seconds = train_seconds, 0.0
             evaluation.eval_fraction = eval_fraction([*history, evaluation.to_dict()])

@@ -313,6 +313,13 @@ def test_best_alias_generate_report_and_select_follow_the_selection(
     assert parent.data.tags[names.SELECTED_EPOCH_TAG] == str(winner["epoch"])
     assert parent.data.metrics["select/lbpv_l1"] == pytest.approx(winner["score"])
     assert parent.data.metrics["test/lbpv_l1"] == pytest.approx(selection["test"]["value"])
+    # the real sets as MLflow dataset inputs: the parent's selection and test references,
+    # each trial's training set and eval_reference (through Tune and the write queue)
+    contexts = sorted(i.tags[0].value for i in parent.inputs.dataset_inputs)
+    assert contexts == ["selection", "test"]
+    for c in selection["candidates"]:
+        inputs = client.get_run(c["run_id"]).inputs.dataset_inputs
+        assert sorted(i.tags[0].value for i in inputs) == ["evaluation", "training"]
     for c in selection["candidates"]:
         history = client.get_metric_history(c["run_id"], "rescore_lbpv_l1")
         assert (c["epoch"], pytest.approx(c["score"])) in [(m.step, m.value) for m in history]

@@ -346,3 +346,58 @@ def test_runs_logged_with_the_bare_tag_names_still_read(tmp_path, store):
 
     assert tracker.start_trial("c", "c", TrainConfig()) == crashed  # restarted
     assert "error" not in client.get_run(crashed).data.tags
+
+
+def test_trial_runs_list_their_real_sets_as_mlflow_dataset_inputs(tmp_path, store):
+    """train() describes its training set and eval_reference on its first evaluation; the
+    writer logs them as the run's dataset inputs with their contexts (the UI's Datasets
+    column), a replayed or resumed write adds none, and another subset is another dataset."""
+    import json
+
+    from tiny import tiny_train_config
+
+    from fetalgan.train import train
+
+    cfg = tiny_train_config(tmp_path / "cache", epochs=2, eval_metrics=["lbpv"])
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    from fetalgan.checkpoint import load_checkpoint
+
+    history = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["history"]
+    evaluations = [Evaluation.from_dict(h) for h in history]
+    assert [len(e.datasets) for e in evaluations] == [2, 0]  # the first evaluation only
+    tracker = SweepTracker("ds", tracking_uri=store)
+    tracker.start_parent()
+    run_id = tracker.start_trial("t1", "t1", cfg)
+    for evaluation in evaluations * 2:  # logged twice: a replay after a driver restart
+        tracker.log_evaluation(run_id, evaluation)
+    inputs = MlflowClient(store).get_run(run_id).inputs.dataset_inputs
+    by_context = {i.tags[0].value: i.dataset for i in inputs}
+    assert sorted(by_context) == ["evaluation", "training"] and len(inputs) == 2
+    training, reference = by_context["training"], by_context["evaluation"]
+    assert training.name == reference.name == "phantom:seed0"
+    assert training.digest != reference.digest  # other images: another digest
+    assert json.loads(training.profile)["images"] == cfg.data.size
+    assert json.loads(reference.profile)["images"] == evaluations[0].reference_n
+    assert training.source_type == "code" and "fetalgan.data.phantom" in training.source
+
+
+def test_file_sets_are_described_by_kind_folder_and_choice(tmp_path):
+    import json
+
+    from fetalgan.data.datasets import describe_set
+
+    root = tmp_path / "hc18" / "training_set"
+    root.mkdir(parents=True)
+    data = DataConfig(kind="hc18", root=str(root.parent), size=100, fit="squash")
+    described = describe_set(data, key="ab" * 32, n=100, context="training")
+    assert described["name"] == "hc18" and described["digest"] == "ab" * 8
+    assert json.loads(described["source"]) == {"uri": str(root.parent.resolve())}
+    profile = json.loads(described["profile"])
+    assert profile == {"images": 100, "size": 100, "order": "seeded", "skip": 0, "fit": "squash"}
+    planes = DataConfig(
+        kind="planes", root=str(tmp_path / "p"), plane="Fetal brain", patients=[0, 0.5]
+    )
+    described = describe_set(planes, key="cd" * 32, n=7, context="test")
+    assert described["name"] == "planes:p"
+    assert json.loads(described["profile"])["plane"] == "Fetal brain"
+    assert json.loads(described["profile"])["patients"] == [0, 0.5]

@@ -174,7 +174,110 @@ def list_planes(
 
 
 def list_files(data: DataConfig) -> list[Path]:
-    """The candidate files of a file-based dataset, sorted. Not for ``phantom``."""
+    """The candidate files of a file-based dataset, sorted (planes: maybe in CSV order), those
+    of the patients ``data.patients`` names when it is set. Not for ``phantom``."""
+    files = _list_kind(data)
+    if data.patients is None:
+        return files
+    return in_patient_range(files, file_patients(data, files), data.patients, data.root)
+
+
+# --------------------------------------------------------------------------------------------
+# Patients: who each image shows, where the dataset says
+# --------------------------------------------------------------------------------------------
+
+MANIFEST = "manifest.csv"  # a folder's per-image table (fetalgan data import-dicom/-nifti)
+PATIENTS_HELP = (
+    "patients are known for planes (Patient_num), hc18 (the subject number NNN of NNN_HC.png, "
+    f"NNN_2HC.png) and a folder with a {MANIFEST} that has file and patient (or volume) columns"
+)
+
+
+def _hc18_subject(path: Path) -> str:
+    # NNN_HC.png, NNN_2HC.png...: one subject. Numbers restart in test_set, so the folder counts.
+    return f"{path.parent.name}/{path.name.split('_', 1)[0]}"
+
+
+def _manifest_patients(root: Path) -> dict[str, str] | None:
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        column = "patient" if "patient" in header else "volume" if "volume" in header else None
+        if "file" not in header or column is None:
+            raise ValueError(
+                f"{path}: needs a file column and a patient (or volume) column to know each "
+                f"image's patient; found {', '.join(header) or 'no header'}"
+            )
+        return {row["file"]: row[column] for row in reader if row.get(column)}
+
+
+def file_patients(data: DataConfig, files: Sequence[Path]) -> dict[Path, str] | None:
+    """Each file's patient (or subject, or volume), where the dataset says: planes' CSV
+    ``Patient_num``, HC18's subject number, a folder's ``manifest.csv``; None when it does not
+    know. ``ValueError`` when a manifest exists but leaves a file out."""
+    root = Path(data.root)
+    if data.kind == "hc18":
+        return {p: _hc18_subject(p) for p in files}
+    if data.kind == "planes":
+        by_name = {
+            f"{row['Image_name']}.png": row.get("Patient_num", "")
+            for row in _read_planes_csv(root / PLANES_CSV)
+        }
+        return {p: by_name[p.name] for p in files if by_name.get(p.name)}
+    if data.kind == "folder":
+        known = _manifest_patients(root)
+        if known is None:
+            return None
+        missing = [p.name for p in files if p.name not in known]
+        if missing:
+            raise ValueError(
+                f"{root / MANIFEST}: no patient for {len(missing)} of the {len(files)} images, "
+                f"e.g. {missing[0]}; add their rows (or re-run the import into this folder)"
+            )
+        return {p: known[p.name] for p in files}
+    return None
+
+
+def patient_order(patients: Sequence[str]) -> list[str]:
+    """The dataset's patients in the fixed order every set's ``patients: [lo, hi]`` cuts: by
+    a hash of the id, so the cut is a random split that does not depend on any seed and two
+    sets of one dataset get disjoint patients from disjoint ranges."""
+    import hashlib
+
+    return sorted(set(patients), key=lambda p: (hashlib.sha1(p.encode()).hexdigest(), p))
+
+
+def in_patient_range(
+    files: Sequence[Path],
+    patients: dict[Path, str] | None,
+    fraction: Sequence[float],
+    root: str | Path | None,
+) -> list[Path]:
+    """The files whose patient falls in ``fraction = [lo, hi]`` of :func:`patient_order`
+    (patients ``floor(lo * P)`` to ``floor(hi * P) - 1``), in the given order."""
+    if patients is None:
+        raise ValueError(f"data.patients: {root} does not say who its images show; {PATIENTS_HELP}")
+    unknown = [p for p in files if p not in patients]
+    if unknown:
+        raise ValueError(
+            f"data.patients: no patient for {len(unknown)} image(s) of {root}, e.g. "
+            f"{unknown[0].name}; {PATIENTS_HELP}"
+        )
+    order = patient_order(list(patients.values()))
+    lo, hi = (int(f * len(order)) for f in fraction)
+    chosen = set(order[lo:hi])
+    if not chosen:
+        raise ValueError(
+            f"data.patients: {list(fraction)} of {root}'s {len(order)} patients is none of "
+            "them; widen the range"
+        )
+    return [p for p in files if patients[p] in chosen]
+
+
+def _list_kind(data: DataConfig) -> list[Path]:
     if not data.root:
         raise ValueError(f"data.root: required for data.kind {data.kind!r} (the dataset directory)")
     if data.kind == "hc18":
@@ -436,6 +539,44 @@ def dataset_key(data: DataConfig, resolution: int, seed: int, files: Sequence[Pa
         # size) gives another key, so the cache never serves the old pixels.
         payload["files"] = [[os.path.relpath(p, root), *_size_mtime(p)] for p in files]
     return stable_key(payload)
+
+
+def describe_set(data: DataConfig, *, key: str, n: int, context: str) -> dict:
+    """A real set as an MLflow dataset input describes it (the UI's Datasets column): ``name``
+    (the kind and folder, e.g. ``hc18:training_set``), ``digest`` (the start of the dataset
+    key: it changes with any file, filter, subset or resolution), ``source`` and
+    ``source_type``, ``context`` (training, evaluation, selection, test) and a ``profile`` of
+    how the images were chosen. Plain data; ``fetalgan.tracking`` turns it into MLflow's."""
+    import json
+
+    from fetalgan.data.phantom import VERSION as PHANTOM_VERSION
+
+    chosen = {"images": int(n), "size": data.size, "order": data.order, "skip": data.skip}
+    if data.kind == "phantom":
+        name = f"phantom:seed{data.phantom_seed}" + (
+            f":{data.modality}" if data.modality != "us" else ""
+        )
+        source_type, source = (
+            "code",
+            json.dumps({"uri": f"fetalgan.data.phantom v{PHANTOM_VERSION}"}),
+        )
+        chosen |= {"pool": data.phantom_n}
+    else:
+        root = Path(data.root).resolve()
+        folder = root.name
+        name = data.kind if folder == data.kind else f"{data.kind}:{folder}"
+        source_type, source = "local", json.dumps({"uri": str(root)})
+        chosen |= {"fit": data.fit, "patients": data.patients}
+        if data.kind == "planes":
+            chosen |= {k: getattr(data, k) for k in PLANES_FILTERS if getattr(data, k) is not None}
+    return {
+        "name": name,
+        "digest": key[:16],
+        "source_type": source_type,
+        "source": source,
+        "context": context,
+        "profile": json.dumps({k: v for k, v in chosen.items() if v is not None}),
+    }
 
 
 def _size_mtime(path: Path) -> tuple[int, int]:

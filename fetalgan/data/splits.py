@@ -5,8 +5,10 @@ A sweep with a final selection stage reads four real sets: the training set, the
 images it was trained on, or scored on images that chose it, carries an optimistic number;
 :func:`check_disjoint` refuses that before anything runs. Members are identified without
 decoding an image: the phantom by its procedural identity (seed, modality, index), files by
-their resolved path, and, for FETAL_PLANES_DB, each image's patient too (two sets that share a
-patient share anatomy, even through different images).
+their resolved path, and, where the dataset knows it (FETAL_PLANES_DB's Patient_num, HC18's
+subject number, a folder's manifest.csv), each image's patient too: two sets that share a
+patient share anatomy, even through different images. ``patients: [lo, hi]`` on each set
+splits a dataset by patient (:func:`fetalgan.data.datasets.in_patient_range`).
 """
 
 from __future__ import annotations
@@ -40,16 +42,6 @@ def _chosen(n_available: int, data: DataConfig, seed: int) -> list[int]:
     return sorted(int(i) for i in order[: data.size or len(order)])
 
 
-def _planes_patients(root: Path) -> dict[str, str]:
-    from fetalgan.data.datasets import PLANES_CSV, _read_planes_csv
-
-    rows = _read_planes_csv(root / PLANES_CSV)
-    return {
-        str((root / "Images" / f"{row['Image_name']}.png").resolve()): row["Patient_num"]
-        for row in rows
-    }
-
-
 def set_members(
     label: str, data: DataConfig, seed: int, *, every_image: bool = False
 ) -> SetMembers:
@@ -62,14 +54,13 @@ def set_members(
         where = f"phantom:{data.phantom_seed}:{data.modality}:{data.phantom_slices:g}"
         chosen = _chosen(data.phantom_n, data, seed)
         return SetMembers(label, frozenset(f"{where}:{i}" for i in chosen), {}, every_image)
-    from fetalgan.data.datasets import list_files
+    from fetalgan.data.datasets import file_patients, list_files
 
     files = list_files(data)
-    names = [str(files[i].resolve()) for i in _chosen(len(files), data, seed)]
-    patients = {}
-    if data.kind == "planes":
-        known = _planes_patients(Path(data.root))
-        patients = {name: known[name] for name in names if name in known}
+    chosen = [files[i] for i in _chosen(len(files), data, seed)]
+    known = file_patients(data, chosen) or {}
+    names = [str(p.resolve()) for p in chosen]
+    patients = {str(p.resolve()): known[p] for p in chosen if p in known}
     return SetMembers(label, frozenset(names), patients, every_image)
 
 
@@ -101,7 +92,8 @@ def check_disjoint(sets: list[SetMembers]) -> None:
                 raise ConfigError(
                     f"{first.label} and {second.label} share {len(patients)} patient(s), e.g. "
                     f"patient {patient} ({_shown(example)} in {second.label}): split by "
-                    "patient (train_split, or skip/size at a patient boundary)"
+                    "patient, e.g. patients: [0.0, 0.8] on the training set and "
+                    "[0.8, 0.9], [0.9, 1.0] on the references"
                 )
 
 

@@ -267,6 +267,7 @@ class SweepTracker:
         same time is not logged twice."""
         metrics, run_tags = self._evaluation_batch(evaluation, system, tags, timestamp_ms)
         self.client.log_batch(run_id, metrics=metrics, tags=run_tags)
+        self.log_datasets(run_id, evaluation.datasets)
 
     def log_evaluations(self, run_id: str, evaluations: list[dict]) -> None:
         """Several evaluations (each ``log_evaluation``'s keyword arguments) in one request:
@@ -286,6 +287,31 @@ class SweepTracker:
         self.client.log_batch(
             run_id, metrics=list(metrics.values()), tags=[RunTag(k, v) for k, v in tags.items()]
         )
+        self.log_datasets(run_id, [s for a in evaluations for s in a["evaluation"].datasets])
+
+    def log_datasets(self, run_id: str, sets: list[dict]) -> None:
+        """Real sets (:func:`fetalgan.data.datasets.describe_set`) as the run's MLflow dataset
+        inputs, each tagged with its context (training, evaluation, selection, test): the UI's
+        Datasets column. MLflow keeps one input per name and digest, so a replay adds none."""
+        if not sets:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = [
+            DatasetInput(
+                Dataset(
+                    name=s["name"],
+                    digest=s["digest"],
+                    source_type=s["source_type"],
+                    source=s["source"],
+                    profile=s.get("profile"),
+                ),
+                tags=[InputTag(MLFLOW_DATASET_CONTEXT, s["context"])],
+            )
+            for s in sets
+        ]
+        self.client.log_inputs(run_id, datasets=inputs)
 
     @staticmethod
     def _evaluation_batch(evaluation, system, tags, timestamp_ms) -> tuple[list, list]:
@@ -392,6 +418,11 @@ class SweepTracker:
             self.parent_run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()]
         )
         self.client.log_dict(self.parent_run_id, result, names.SELECTION_ARTIFACT)
+        self.log_datasets(
+            self.parent_run_id,
+            [result[w]["described"] for w in ("reference", "test_reference")
+             if (result.get(w) or {}).get("described")],
+        )  # fmt: skip
         for candidate in result["candidates"]:
             if is_number(candidate["score"]):
                 self.client.log_metric(
