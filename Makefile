@@ -16,7 +16,7 @@ TORCH_INDEX := $(if $(CUDA),--index-url https://download.pytorch.org/whl/$(CUDA)
 LOCK   := requirements.lock
 CONSTRAINTS := $(if $(CUDA),$(VENV)/constraints-$(CUDA).txt,$(LOCK))
 # Every extra: the test suite exercises them all (study app, PostgreSQL, auth, GPU metrics, ...).
-EXTRAS := dev,gpu,study,postgres,auth,dicom,nifti
+EXTRAS := dev,gpu,study,postgres,auth,dicom,nifti,pb2
 
 .PHONY: install lock demo test test-slow e2e lint format bench clean
 

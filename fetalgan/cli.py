@@ -41,15 +41,64 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_train(args.config, args.set)
     objective = load_objective(args.config) if _is_sweep_file(args.config) else None
+    schedule = _replay_schedule(args)
+    if schedule:
+        from fetalgan.config import with_overrides
+
+        cfg = with_overrides(cfg, schedule[0]["config"])  # the lineage's start (and a check)
+        print(
+            f"fetalgan train: replaying a schedule of {len(schedule)} segment(s): "
+            + "; ".join(
+                f"from epoch {seg['epoch']}: "
+                + " ".join(f"{k}={_shown(v)}" for k, v in seg["config"].items())
+                for seg in schedule
+            ),
+            file=sys.stderr,
+        )
     evaluation = train(
         cfg,
         resume=args.resume,
         run_dir=args.out,
         progress=not args.quiet,
         objective=objective,
+        schedule=schedule,
     )
     print(json.dumps({"epoch": evaluation.epoch, **evaluation.metrics()}, indent=2))
     return 0
+
+
+def _shown(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _replay_schedule(args: argparse.Namespace) -> list[dict] | None:
+    """``--replay RUN_ID`` (a PBT/PB2 trial run: its lineage's schedule from MLflow) or
+    ``--replay-schedule FILE`` (``[{"epoch": 0, "config": {...}}, ...]``); the schedule is
+    also written to ``--out``'s ``schedule.json``... by train's caller: here, None if neither."""
+    if args.replay and args.replay_schedule:
+        raise ValueError("--replay and --replay-schedule: give one of them")
+    if args.replay:
+        from fetalgan.tracking.queries import pbt_schedule
+
+        return pbt_schedule(args.replay, tracking_uri=args.tracking_uri)
+    if args.replay_schedule:
+        path = Path(args.replay_schedule)
+        if not path.is_file():
+            raise FileNotFoundError(f"--replay-schedule {path}: not found")
+        try:
+            schedule = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--replay-schedule {path}: not JSON ({err})") from None
+        if not isinstance(schedule, list) or not all(
+            isinstance(seg, dict) and isinstance(seg.get("epoch"), int)
+            and isinstance(seg.get("config"), dict) for seg in schedule
+        ):  # fmt: skip
+            raise ValueError(
+                f'--replay-schedule {path}: expected [{{"epoch": 0, "config": {{"lr_g": ...}}}}, '
+                "...], a list of segments with an integer epoch and a config"
+            )
+        return schedule
+    return None
 
 
 def _is_sweep_file(path: str) -> bool:
@@ -446,6 +495,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--replay",
+        metavar="RUN_ID",
+        help="retrain a PBT/PB2 trial's lineage from scratch: its hyper-parameter schedule "
+        "(from its sweep's pbt_lineage.json) as one run; --set epochs=N trains longer",
+    )
+    p.add_argument(
+        "--replay-schedule",
+        metavar="FILE",
+        help='a schedule as JSON: [{"epoch": 0, "config": {"lr_g": 2e-4}}, {"epoch": 20, ...}]',
+    )
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (with --replay)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help="run a Ray Tune sweep tracked in MLflow")

@@ -236,17 +236,34 @@ class TrainConfig:
 
 SEARCH_KINDS = ("optuna", "random", "grid")
 SAMPLERS = ("tpe", "gp")  # Optuna's: tree-structured Parzen estimator, Gaussian process
-SCHEDULER_KINDS = ("asha", "fifo")
+SCHEDULER_KINDS = ("asha", "fifo", "pbt", "pb2")
 RANK_BY = ("last", "best", "window")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid")
 
 
 @dataclass
 class SchedulerConfig:
-    kind: str = "asha"  # asha | fifo
+    kind: str = "asha"  # asha | fifo | pbt | pb2
     max_t: int | None = None  # ASHA: last epoch a trial may reach; default base.epochs
     grace_period: int = 1  # ASHA: epochs before a trial may be stopped
     reduction_factor: float = 3.0  # ASHA: keep 1/reduction_factor of trials per rung
+    # PBT/PB2: epochs between a trial's chances to exploit (copy a better trial's state) and
+    # explore (change its hyper-parameters); a multiple of eval_every; null = 2 x eval_every
+    perturbation_interval: int | None = None
+    quantile_fraction: float = 0.25  # PBT/PB2: bottom fraction that copies the top fraction
+    resample_probability: float = 0.25  # PBT: draw afresh from the space instead of x0.8/1.2
+    synch: bool = False  # PBT/PB2: perturb the whole population at once (waits for the slowest)
+
+
+# What PBT/PB2 may change inside a running trial: the optimisers' and losses' continuous
+# hyper-parameters. Anything else changes the networks, the data or the schedule's length.
+PBT_FIXED = ("ema_decay", "ddpm.beta_start", "ddpm.beta_end", "us2mri.slice_step")  # read once
+SCHEDULER_KEYS = {  # the keys that belong to each kind (others must keep their defaults)
+    "asha": ("max_t", "grace_period", "reduction_factor"),
+    "fifo": (),
+    "pbt": ("perturbation_interval", "quantile_fraction", "resample_probability", "synch"),
+    "pb2": ("perturbation_interval", "quantile_fraction", "synch"),
+}
 
 
 @dataclass
@@ -873,6 +890,88 @@ def expected_trials(cfg: SweepConfig) -> int:
     return cfg.num_samples * points
 
 
+def pbt_mutable(key: str) -> bool:
+    """Whether PBT/PB2 may change ``key`` inside a running trial: a continuous (float)
+    training hyper-parameter or ``betas``, not a data, reference or target-data key, nor one
+    read once when training starts (:data:`PBT_FIXED`)."""
+    if key == "betas":
+        return True
+    if key.startswith(("data.", "eval_reference.", "target_data.")) or key in PBT_FIXED:
+        return False
+    return TRAIN_KEYS.get(key) in (float, float | None)
+
+
+def perturbation_interval(cfg: SweepConfig) -> int:
+    """PBT/PB2's ``perturbation_interval`` in epochs (null: two evaluations)."""
+    return cfg.scheduler.perturbation_interval or 2 * cfg.base.eval_every
+
+
+def _check_population_based(cfg: SweepConfig) -> None:
+    """PBT/PB2: keys of the kind only, an interval on evaluation epochs, a searcher that does
+    not generate configurations, a space of hyper-parameters a running trial can change,
+    a fitness that can get worse, one candidate per trial."""
+    sch, kind = cfg.scheduler, cfg.scheduler.kind
+    for other, keys in SCHEDULER_KEYS.items():
+        for key in keys:
+            if key not in SCHEDULER_KEYS[kind] and getattr(sch, key) != getattr(
+                SchedulerConfig, key
+            ):
+                raise ConfigError(f"scheduler.{key}: belongs to scheduler.kind {other}, not {kind}")
+    if cfg.search.kind == "optuna":
+        raise ConfigError(
+            f"search.kind: optuna generates each trial's configuration, which {kind} cannot "
+            f"follow (it changes them during training); use search.kind random or grid for "
+            "the initial population"
+        )
+    interval = perturbation_interval(cfg)
+    _positive("scheduler.perturbation_interval", interval)
+    if interval % cfg.base.eval_every:
+        raise ConfigError(
+            f"scheduler.perturbation_interval: {interval} is not a multiple of "
+            f"base.eval_every ({cfg.base.eval_every}): a trial can only be copied from a "
+            "checkpoint, written at each evaluation"
+        )
+    if not 0 < sch.quantile_fraction <= 0.5:
+        raise ConfigError(
+            f"scheduler.quantile_fraction: must be in (0, 0.5], got {sch.quantile_fraction}"
+        )
+    if not 0 <= sch.resample_probability <= 1:
+        raise ConfigError(
+            f"scheduler.resample_probability: must be in [0, 1], got {sch.resample_probability}"
+        )
+    if not cfg.space:
+        raise ConfigError(f"space: {kind} needs at least one hyper-parameter to change")
+    for key, dist in cfg.space.items():
+        if not pbt_mutable(key):
+            raise ConfigError(
+                f"space.{key}: {kind} changes every space key while a trial runs, and {key} "
+                "cannot change inside a trial (it fixes the networks, the data or the "
+                "schedule); set it in base, or run one sweep per value"
+            )
+        ((dist_kind, _),) = dist.items()
+        if kind == "pb2" and dist_kind not in ("uniform", "loguniform"):
+            raise ConfigError(
+                f"space.{key}: pb2 models continuous ranges only (uniform, loguniform), got "
+                f"{dist_kind}"
+            )
+    if cfg.workers_per_trial > 1:
+        raise ConfigError(
+            f"workers_per_trial: {kind} restarts a trial from another trial's checkpoint, "
+            "which a data-parallel trial's Ray Train run does not take; use workers_per_trial: "
+            "1 (one GPU per trial)"
+        )
+    if cfg.rank_by == "best":
+        raise ConfigError(
+            f"rank_by: best never gets worse, so {kind} would keep a diverged trial; use last "
+            "or window"
+        )
+    if cfg.select is not None and cfg.select.per_trial > 1:
+        raise ConfigError(
+            f"select.per_trial: {cfg.select.per_trial} with {kind}: a trial's earlier weights "
+            "are replaced when it copies another trial; use per_trial: 1 (each trial's best.pt)"
+        )
+
+
 def _check_whole_sweep(cfg: SweepConfig) -> None:
     """Checks that need the whole sweep: the metric is one a trial reports, the search can
     express the space, integer keys get integer distributions, every listed value gives a
@@ -925,6 +1024,8 @@ def _check_whole_sweep(cfg: SweepConfig) -> None:
                 f"workers_per_trial: {cfg.workers_per_trial} data-parallel workers share "
                 f"base.data.size {size} images, fewer than 2 per worker (a step needs two)"
             )
+    if cfg.scheduler.kind in ("pbt", "pb2"):
+        _check_population_based(cfg)
     if cfg.scheduler.kind == "asha":
         max_t = max_epochs(cfg) if cfg.scheduler.max_t is None else cfg.scheduler.max_t
         if cfg.scheduler.grace_period > max_t:

@@ -126,6 +126,10 @@ class Evaluation:
     # the real sets behind it (training, evaluation) as MLflow dataset inputs describe them
     # (fetalgan.data.datasets.describe_set); on a training process's first evaluation only
     datasets: list[dict] = field(default_factory=list)
+    # PBT/PB2: the trial's hyper-parameters at this evaluation (they change at exploits),
+    # logged as hp/<key>, and its exploits so far ({epoch, donor, config}), as pbt/exploits
+    hyper: dict[str, Any] = field(default_factory=dict)
+    exploits: list[dict] | None = None
     weights_sha256: str | None = None  # FID Inception weights
     eval_seconds: float = 0.0  # sampling the fakes and computing the metrics
     train_seconds: float = 0.0  # the training epochs since the previous evaluation
@@ -144,7 +148,7 @@ class Evaluation:
     def metrics(self) -> dict[str, float]:
         """Every number to plot against epoch: losses, metric values, ``best_<metric>``,
         ``eval_seconds``, ``train_seconds``, ``eval_fraction``, ``n_fake``, ``n_real``,
-        ``feature_dim`` (finite values only)."""
+        ``feature_dim``, PBT's ``hp/<key>`` and ``pbt/exploits`` (finite values only)."""
         out: dict[str, float] = {**self.losses, **self.values}
         if self.best_value is not None:
             out[self.objective.best_key] = self.best_value
@@ -156,6 +160,13 @@ class Evaluation:
         for key in ("n_real", "feature_dim", "eval_fraction"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        for key, value in self.hyper.items():
+            if isinstance(value, list | tuple):  # betas: hp/betas_0, hp/betas_1
+                out.update({f"hp/{key}_{i}": v for i, v in enumerate(value)})
+            else:
+                out[f"hp/{key}"] = value
+        if self.exploits is not None:
+            out["pbt/exploits"] = len(self.exploits)
         return {k: float(v) for k, v in out.items() if is_number(v)}
 
     def get(self, key: str) -> float | None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fetalgan.config import TrainConfig, to_dict
+from fetalgan.config import TrainConfig, to_dict, with_overrides
 from fetalgan.devices import pick_device
 from fetalgan.evaluation import (
     Evaluation,
@@ -201,6 +201,15 @@ def _target_batches(images, cfg: TrainConfig, epoch: int, rank: int, memory_form
     return take
 
 
+def reapply_hyperparameters(optimizers: dict, fresh: dict) -> None:
+    """Put the hyper-parameters of ``fresh`` optimisers (built from the config now in force)
+    into ``optimizers`` (loaded from a state), keeping their moments: a loaded state carries
+    the learning rate, betas and weight decay it was saved with, which would otherwise win."""
+    for name, opt in optimizers.items():
+        for group, new in zip(opt.param_groups, fresh[name].param_groups, strict=True):
+            group.update({k: v for k, v in new.items() if k != "params"})
+
+
 def real_sets_used(cfg: TrainConfig, dataset, reference, evaluator) -> list[dict]:
     """The training set and (when evaluating) the evaluation reference, as
     :func:`fetalgan.data.datasets.describe_set` describes them for MLflow's dataset inputs."""
@@ -277,6 +286,8 @@ def train(
     device: str | None = None,
     keep_candidates: int = 1,
     rank_window: int | None = None,
+    exploit: dict | None = None,
+    schedule: list[dict] | None = None,
 ) -> Evaluation:
     """Train ``cfg.model`` on ``cfg.data``; return the last :class:`Evaluation`.
 
@@ -301,6 +312,14 @@ def train(
     (:func:`candidate_state`). ``rank_window``: each evaluation also carries
     ``window_<metric>``, the geometric mean of the objective's metric over the last
     ``rank_window`` evaluations (:func:`fetalgan.evaluation.window_value`).
+
+    ``exploit`` (PBT/PB2, :mod:`fetalgan.sweep.pbt`): ``resume`` is another trial's state.
+    Its weights, optimiser moments, EMA and epoch are taken; this run's hyper-parameters
+    (``cfg``) are re-applied to the optimisers, its random stream is its own
+    (``exploit["stream"]``) and its best record stays its own (``exploit["best_value"]``,
+    no candidates), so ``best.pt`` is always weights this run produced at the value logged.
+    ``schedule`` (a PBT replay): ``[{"epoch": e, "config": {key: value}}, ...]``, the
+    hyper-parameters to switch to from epoch ``e`` on (re-applied to the optimisers).
     """
     import torch
 
@@ -385,6 +404,13 @@ def train(
             seed_everything(cfg.seed + rank + 7919 * start_epoch)
     elif distributed:  # every rank its own latents, augmentations and noise (same weights)
         seed_everything(cfg.seed + rank)
+    if state and exploit is not None:  # another trial's state: this run's hyper-parameters
+        reapply_hyperparameters(optimizers, model.make_optimizers(cfg, networks))
+        seed_everything(cfg.seed + rank + 7919 * start_epoch + int(exploit.get("stream", 0)))
+        best_value, candidates = exploit.get("best_value"), []
+        # the donor's evaluations stay (the lineage's window), its bests are not this run's
+        history = [{**h, "is_best": False, "best_weights": None} for h in history]
+    segments = sorted(schedule or [], key=lambda seg: seg["epoch"])
 
     # The generator's moving average (ema_decay): what evaluations sample. Rank 0 keeps it
     # (the weights are the same on every rank); a resume continues the saved one.
@@ -443,6 +469,12 @@ def train(
     train_seconds = 0.0  # training time since the last evaluation (for eval_fraction)
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
+        now = [seg for seg in segments if seg["epoch"] <= epoch]
+        if now and (epoch == start_epoch or now[-1]["epoch"] == epoch):  # a replay's switch
+            cfg = with_overrides(cfg, now[-1]["config"])
+            reapply_hyperparameters(optimizers, model.make_optimizers(cfg, networks))
+            if "stream" in now[-1] and now[-1]["epoch"] == epoch:  # as the exploit re-seeded
+                seed_everything(cfg.seed + rank + 7919 * epoch + int(now[-1]["stream"]))
         ctx.epoch = epoch  # 0-based; multi-stage families (dsrgan) switch on it
         for net in wrapped.values():
             net.train()

@@ -524,10 +524,16 @@ def run_sweep(
         parent_run_id=tracker.parent_run_id if tracker is not None else None,
         keep_candidates=cfg.select.per_trial if cfg.select is not None else 1,
         rank_window=cfg.rank_window if cfg.rank_by == "window" else None,
+        pbt_keys=list(cfg.space) if cfg.scheduler.kind in ("pbt", "pb2") else [],
     )
     from fetalgan.sweep.nonfinite import NoRetryAfterNonFinite
 
     callbacks = [NoRetryAfterNonFinite(str(exp_dir))]  # a diverged trial: no Tune retries
+    scheduler = space.scheduler(cfg)
+    if spec.pbt_keys:  # PBT/PB2: the checkpoints exploits still need outlive Tune's rotation
+        from fetalgan.sweep.pbt import checkpoint_pruner
+
+        callbacks.append(checkpoint_pruner(scheduler))
     if verbose >= 1:
         from fetalgan.sweep.progress import SweepProgress
 
@@ -567,7 +573,9 @@ def run_sweep(
         callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         # One full state per trial: the latest (Tune writes the next before dropping it).
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # PBT/PB2: fetalgan's pruner instead (pbt.checkpoint_pruner: a donor's state must
+        # outlive Tune's rotation until its recipient has restored from it).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.pbt_keys else 1),
         verbose=max(0, verbose - 1),  # Tune's own output: fetalgan sweep -v
     )
     if resume:
@@ -590,7 +598,7 @@ def run_sweep(
                 metric=space.tune_metric(cfg),  # rank_by: the latest value or the best
                 mode=cfg.mode,
                 search_alg=space.searcher(cfg, max_concurrent),
-                scheduler=space.scheduler(cfg),
+                scheduler=scheduler,
                 num_samples=cfg.num_samples,
                 trial_dirname_creator=trial_dirname,
                 # A finished trial's process takes the next one: torch and fetalgan stay
@@ -629,6 +637,10 @@ def run_sweep(
     if queue is not None:
         queued = _drain(queue, interrupted)
         outcome["runs"].update(queue.runs)
+    if tracker is not None and spec.pbt_keys:  # also when interrupted: what happened so far
+        from fetalgan.sweep import pbt
+
+        tracker.log_lineage(pbt.lineage(exp_dir))
     selection = None
     selection_s = 0.0
     if tracker is not None and cfg.select is not None and not interrupted and not queued:

@@ -148,7 +148,81 @@ def scheduler(cfg: SweepConfig):
             grace_period=cfg.scheduler.grace_period,
             reduction_factor=cfg.scheduler.reduction_factor,
         )
+    if cfg.scheduler.kind in ("pbt", "pb2"):
+        return population_based(cfg)
     return FIFOScheduler()
+
+
+def mutations(cfg: SweepConfig) -> dict[str, Any]:
+    """What PBT draws a space key from when it resamples (the key's own distribution; listed
+    values as their list, which PBT also shifts by one place), and PB2's bounds."""
+    space = build_param_space(cfg)
+    out: dict[str, Any] = {}
+    for key, dist in cfg.space.items():
+        ((kind, args),) = dist.items()
+        if kind in ("choice", "grid"):
+            out[key] = [json.dumps(v) for v in args] if key in encoded_keys(cfg) else list(args)
+        elif cfg.scheduler.kind == "pb2":
+            out[key] = [float(args[0]), float(args[1])]
+        else:
+            out[key] = space[key]
+    return out
+
+
+def clip_to_space(cfg: SweepConfig):
+    """PBT's explore step multiplies a continuous value by 0.8 or 1.2 without bounds; this
+    keeps every value inside its space range, so a trial never trains at a learning rate
+    the sweep file excludes."""
+    bounds = {
+        key: (float(args[0]), float(args[1]))
+        for key, dist in cfg.space.items()
+        for kind, args in dist.items()
+        if kind in ("uniform", "loguniform")
+    }
+
+    def explore(config: dict[str, Any]) -> dict[str, Any]:
+        for key, (low, high) in bounds.items():
+            if isinstance(config.get(key), (int, float)):
+                config[key] = min(max(float(config[key]), low), high)
+        return config
+
+    return explore
+
+
+def population_based(cfg: SweepConfig):
+    """Ray Tune's PopulationBasedTraining (or PB2) on the sweep's fitness (``tune_metric``),
+    ``time_attr = epoch``: every ``perturbation_interval`` epochs a trial in the bottom
+    ``quantile_fraction`` copies the state of one in the top fraction and changes its space
+    keys (resampled, or x0.8/x1.2 kept inside the space's range; PB2: chosen by a
+    Gaussian-process bandit within the bounds)."""
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    from fetalgan.config import perturbation_interval
+
+    sch = cfg.scheduler
+    common = {
+        "time_attr": "epoch",
+        "perturbation_interval": perturbation_interval(cfg),
+        "quantile_fraction": sch.quantile_fraction,
+        "synch": sch.synch,
+        "custom_explore_fn": clip_to_space(cfg),
+        "log_config": False,  # fetalgan keeps the lineage (trials' exploit records)
+    }
+    if sch.kind == "pb2":
+        try:
+            import sklearn  # noqa: F401  (PB2's Gaussian process)
+        except ImportError:
+            raise ValueError(
+                "scheduler.kind: pb2 needs scikit-learn: pip install 'fetalgan[pb2]'"
+            ) from None
+        from ray.tune.schedulers.pb2 import PB2
+
+        return PB2(hyperparam_bounds=mutations(cfg), **common)
+    return PopulationBasedTraining(
+        hyperparam_mutations=mutations(cfg),
+        resample_probability=sch.resample_probability,
+        **common,
+    )
 
 
 def base_dict(cfg: SweepConfig) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class TrialSpec:
     experiment_dir: str = ""  # the Tune experiment on the shared storage (non-finite markers)
     keep_candidates: int = 1  # select.per_trial: evaluations whose weights a trial keeps
     rank_window: int | None = None  # rank_by: window: evaluations in window_<metric>
+    pbt_keys: list[str] = field(default_factory=list)  # PBT/PB2: the keys it changes
 
 
 STAGE_DIR = "staging"  # in a trial's directory: the checkpoint being handed to Tune
@@ -156,6 +157,14 @@ def _run(
     from fetalgan.devices import trial_device
     from fetalgan.train import train
 
+    exploit, pbt_record = None, None
+    if spec.pbt_keys:  # PBT/PB2: is the state another trial's? (its own record either way)
+        from fetalgan.sweep import pbt
+
+        trial_id = extra["trial_id"]
+        record_file, pbt_record, exploit = pbt.start(
+            spec.experiment_dir, trial_id, cfg, spec.pbt_keys, resume
+        )
     device = trial_device(cfg.device, spec.gpu)
     if 0 < spec.gpu < 1 and device.startswith("cuda"):
         import torch
@@ -165,6 +174,8 @@ def _run(
     with _sampler(device) as sampler:
 
         def report(evaluation: Evaluation) -> None:
+            if pbt_record is not None:
+                pbt.after_evaluation(record_file, pbt_record, evaluation, cfg, spec.pbt_keys)
             result = {**tune_result(evaluation, sampler.summary()), **(extra_result or {})}
             result["stage_dir"] = str(run_dir.parent)  # the driver removes it at the trial's end
             if evaluation.checkpoint is None:
@@ -185,6 +196,7 @@ def _run(
             device=device,
             keep_candidates=spec.keep_candidates,
             rank_window=spec.rank_window,
+            exploit=exploit,
         )
     shutil.rmtree(run_dir.parent, ignore_errors=True)  # the trial's work folder
 

@@ -38,6 +38,8 @@ SELECTED_RUN_TAG = "fetalgan.selected_run_id"  # the winning trial run
 SELECTED_EPOCH_TAG = "fetalgan.selected_epoch"  # the epoch its weights were saved at
 SELECTED_ARTIFACT_TAG = "fetalgan.selected_artifact"  # checkpoint/best.pt or candidates/...
 SELECTED_AT_TAG = "fetalgan.selected_at"  # when (Unix seconds): the latest selection counts
+# PBT/PB2, on a trial run: its exploits as JSON, [{epoch, donor, config}] (the latest that fit)
+EXPLOITS_TAG = "fetalgan.pbt.exploits"
 
 # The bare names these tags had before they moved under ``fetalgan.`` (still read, never written).
 LEGACY_TAGS = {
@@ -80,6 +82,7 @@ BEST_CHECKPOINT = "best.pt"
 LAST_CHECKPOINT = "last.pt"
 CANDIDATES_DIR = "checkpoint/candidates"  # a trial's next-best evaluations (select.per_trial)
 SELECTION_ARTIFACT = "selection.json"  # on the parent: the selection's candidates and scores
+LINEAGE_ARTIFACT = "pbt_lineage.json"  # on the parent of a PBT/PB2 sweep (fetalgan.sweep.pbt)
 SAMPLES_KEY = "samples"  # log_image key of the evaluation sample grids (step = epoch)
 CONFIG_ARTIFACT = "config.yaml"
 ENVIRONMENT_ARTIFACT = "environment.json"

@@ -151,6 +151,39 @@ def selection_record(client, parent_run_id: str) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
 
 
+def pbt_schedule(run_id: str, *, tracking_uri: str | None = None) -> list[dict]:
+    """The hyper-parameter schedule behind a PBT/PB2 trial run's final weights
+    (:func:`fetalgan.sweep.pbt.schedule_of` on its sweep's ``pbt_lineage.json``).
+    ValueError when the run is not a trial of a PBT/PB2 sweep."""
+    import json
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    from fetalgan.sweep.pbt import schedule_of
+
+    client = _client(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise ValueError(f"--replay {run_id}: no such MLflow run ({err.message})") from None
+    trial_id = run.data.tags.get(names.TRIAL_TAG)
+    parent = run.data.tags.get("mlflow.parentRunId")
+    if not trial_id or not parent:
+        raise ValueError(f"--replay {run_id}: not a sweep's trial run")
+    with tempfile.TemporaryDirectory(prefix="fetalgan-lineage-") as tmp:
+        try:
+            path = client.download_artifacts(parent, names.LINEAGE_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            raise ValueError(
+                f"--replay {run_id}: its sweep (parent run {parent}) has no "
+                f"{names.LINEAGE_ARTIFACT}; only PBT/PB2 sweeps (scheduler.kind pbt or pb2) "
+                "have a schedule to replay"
+            ) from None
+        lineage = json.loads(Path(path).read_text())
+    return schedule_of(lineage, trial_id)
+
+
 def selected_run(client, exp, parent_run_id: str | None = None) -> dict[str, Any] | None:
     """The final selection's winner as a :func:`best_run` record (with ``epoch``,
     ``selection``, ``test`` and the sweep's ``parent_run_id``), or None when no sweep of the

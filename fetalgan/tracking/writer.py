@@ -31,6 +31,7 @@ MLflow model (``models:/<name>@best``).
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
 import time
 import warnings
@@ -131,6 +132,14 @@ class SweepTracker:
 
     def log_sweep_config(self, sweep_yaml: str) -> None:
         self.client.log_text(self.parent_run_id, sweep_yaml, names.SWEEP_ARTIFACT)
+
+    def log_lineage(self, lineage: dict) -> None:
+        """PBT/PB2: every trial's initial hyper-parameters and exploits, keyed by trial id,
+        with each trial's MLflow run (``pbt_lineage.json`` on the parent run; what
+        ``fetalgan train SWEEP --replay RUN_ID`` rebuilds a schedule from)."""
+        for trial_id, record in lineage["trials"].items():
+            record["run_id"] = self.find_trial_run(trial_id)
+        self.client.log_dict(self.parent_run_id, lineage, names.LINEAGE_ARTIFACT)
 
     def finish_parent(self, status: str | None, *, register: bool = True) -> dict | None:
         """Tag the parent with the best child (by :func:`~fetalgan.tracking.queries.best_run`),
@@ -331,6 +340,8 @@ class SweepTracker:
             run_tags[names.REFERENCE_N_TAG] = evaluation.reference_n
         if evaluation.reference_key:
             run_tags[names.REFERENCE_KEY_TAG] = evaluation.reference_key
+        if evaluation.exploits:  # PBT: from which trial and epoch, with which values
+            run_tags[names.EXPLOITS_TAG] = _latest_json(evaluation.exploits, 8000)
         return metrics, [RunTag(k, str(v)) for k, v in run_tags.items()]
 
     def log_evaluation_files(
@@ -473,6 +484,16 @@ def context_tags() -> dict[str, str]:
     ``mlflow.source.type``, ...), as the fluent ``mlflow.start_run`` sets them; a run made
     with ``MlflowClient.create_run`` gets none of them by itself. Resolved once per process."""
     return dict(_context())
+
+
+def _latest_json(items: list, limit: int) -> str:
+    """``items`` as compact JSON, the oldest left out until it fits ``limit`` characters (an
+    MLflow tag's limit); the whole list is in the parent's lineage artefact."""
+    for start in range(len(items) + 1):
+        text = json.dumps(items[start:], separators=(",", ":"))
+        if len(text) <= limit:
+            return text
+    return "[]"
 
 
 def _best_epoch(state: dict[str, Any]) -> int | None:
