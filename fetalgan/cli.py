@@ -167,12 +167,7 @@ def _add_data_tools(data_sub) -> None:
     import importlib
 
     for name in DATA_TOOLS:
-        try:
-            module = importlib.import_module(f"fetalgan.data.{name}")
-        except ModuleNotFoundError as err:  # TEMPORARY while the tools are written
-            if err.name != f"fetalgan.data.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"fetalgan.data.{name}")
         module.add_cli(data_sub)
 
 
@@ -719,6 +714,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:
+        print(f"fetalgan: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # an optional feature's extra (fetalgan.extras.missing)
+        if "pip install 'fetalgan[" not in str(err):
+            raise
         print(f"fetalgan: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

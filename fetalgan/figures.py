@@ -62,6 +62,8 @@ def metric_curves(
     ends: Mapping[str, str] | None = None,
     highlight: str | None = None,
     title: str = "",
+    events: Mapping[str, Sequence[int]] | None = None,
+    event_label: str = "",
 ) -> Path | None:
     """Metric against epoch, one panel per metric and one line per run, in one PNG.
 
@@ -70,6 +72,8 @@ def metric_curves(
     ``ends``: run label -> how the run ended (a key of :data:`END_MARKERS`: completed,
     stopped, failed, running); its last point gets that marker, and the legend (below the
     panels) explains the markers used. ``highlight``: the run label drawn thick (the best run).
+    ``events``: run label -> epochs where something happened to the run (PBT's exploits),
+    each marked on its line at the first point after it, explained by ``event_label``.
 
     Returns ``path``; None (nothing written) when no panel has a finite point. ValueError for an
     ``ends`` state not in :data:`END_MARKERS`.
@@ -114,6 +118,11 @@ def metric_curves(
             (line,) = ax.plot(steps, values, color=colour_of[run], lw=2.4 if thick else 1.2,
                               zorder=3 if thick else 2)  # fmt: skip
             handles.setdefault(run, line)
+            for epoch in (events or {}).get(run, ()):
+                after = [(x, y) for x, y in points if x > epoch]
+                if after:
+                    ax.scatter([after[0][0]], [after[0][1]], marker="v", s=40,
+                               color="black", zorder=5)  # fmt: skip
             if run in ends:
                 marker, _ = END_MARKERS[ends[run]]
                 stop = marker == "X"  # black and larger: the ASHA stops are what one looks for
@@ -125,6 +134,8 @@ def metric_curves(
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     entries = dict(handles) if named else {}
+    if events and any(events.values()) and event_label:
+        entries[event_label] = plt.Line2D([], [], ls="", marker="v", color="black")
     for state in states:
         marker, text = END_MARKERS[state]
         entries[text] = plt.Line2D([], [], ls="", marker=marker, color="black")

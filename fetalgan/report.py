@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import math
 import tempfile
 import time
@@ -446,6 +447,29 @@ def curves_figure(sweep: dict, path: Path) -> Path | None:
     )
 
 
+def schedules_figure(sweep: dict, path: Path) -> Path | None:
+    """PBT/PB2: each trial's hyper-parameters against epoch (``hp/<key>``), one panel per
+    key, its exploits marked where the new values start; None when no trial logged any."""
+    trials = sweep["trials"]
+    keys = sorted({k for t in trials for k in t.get("history", {}) if k.startswith("hp/")})
+    if not keys:
+        return None
+    labels = _run_labels(trials)
+    events = {}
+    for t in trials:
+        text = names.tag(t.get("tags", {}), names.EXPLOITS_TAG)
+        events[labels[t["run_id"]]] = [x["epoch"] for x in json.loads(text)] if text else []
+    best = best_trial(sweep)
+    return figures.metric_curves(
+        {k.removeprefix("hp/"): {labels[t["run_id"]]: _series(t, k) for t in trials} for k in keys},
+        path,
+        highlight=None if best is None else labels[best["run_id"]],
+        events=events,
+        event_label="exploit: copied a better trial's state, new values from here",
+        title=f"{sweep['experiment']}: hyper-parameter schedules (PBT; thick line: best trial)",
+    )
+
+
 def hyperparams_figure(sweep: dict, varying: list[str], path: Path) -> Path | None:
     """The sweep metric at each trial's last evaluation against every varying hyperparameter
     (hollow markers: trials that did not complete all epochs); None when nothing varies or no
@@ -624,6 +648,9 @@ def write_report(
     curves = curves_figure(sweep, out / "curves.png")
     if curves:
         pngs["curves"] = curves
+    schedules = schedules_figure(sweep, out / "schedules.png")
+    if schedules:
+        pngs["schedules"] = schedules
     hyper = hyperparams_figure(sweep, varying, out / "hyperparams.png")
     if hyper:
         pngs["hyperparams"] = hyper
@@ -682,7 +709,7 @@ def write_report(
         "display_widths": display_widths,
         "figures": {
             k: data_uri(pngs[k]) if k in pngs else None
-            for k in ("curves", "hyperparams", "best_samples", "real_samples")
+            for k in ("curves", "schedules", "hyperparams", "best_samples", "real_samples")
         },
         "environment": environment_table(sweep),
         "trial_hosts": trial_hosts(sweep),

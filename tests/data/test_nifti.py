@@ -350,3 +350,14 @@ def test_later_imports_add_to_the_manifest_and_patients_follow_bids(tmp_path):
     with pytest.raises(ValueError, match="not a manifest of fetalgan data import-nifti"):
         import_nifti(first, foreign, progress=False)
     assert not list(foreign.glob("*.png"))  # refused before writing anything
+
+
+def test_the_cli_names_the_missing_extra_without_a_traceback(tmp_path, monkeypatch, capsys):
+    from fetalgan.cli import main
+
+    path = save_oriented(tmp_path / "v.nii.gz", head(), "RAS")
+    monkeypatch.setitem(sys.modules, "nibabel", None)
+    assert main(["data", "import-nifti", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "fetalgan: error:" in err and "pip install 'fetalgan[nifti]'" in err
+    assert "Traceback" not in err
