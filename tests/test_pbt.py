@@ -295,8 +295,10 @@ def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(tmp_path, ray_in
     from mlflow import MlflowClient
 
     data = pbt_sweep(
+        # synch: the whole population perturbs at every epoch, so exploits happen before the
+        # last epoch however the machine's load orders the trials
         scheduler={"kind": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
-                   "resample_probability": 1.0},
+                   "resample_probability": 1.0, "synch": True},
         num_samples=4,
     )  # fmt: skip
     data["base"] |= {
@@ -344,3 +346,10 @@ def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(tmp_path, ray_in
                  "--out", str(out), "--quiet"]) == 0  # fmt: skip
     assert "replaying a schedule of" in capsys.readouterr().err
     assert (out / "checkpoints" / "last.pt").is_file()
+    # the report draws the schedules, exploits marked
+    assert main(["report", "pop", "--tracking-uri", store, "--out", str(tmp_path / "rep")]) == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert 'id="schedules"' in html and (tmp_path / "rep" / "schedules.png").is_file()
+    # disk: at most three full states per trial at the end
+    for trial_dir in (tmp_path / "rr" / "pop").glob("trial_*"):
+        assert len(list(trial_dir.glob("checkpoint_*"))) <= 3, trial_dir
