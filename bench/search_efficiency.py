@@ -16,7 +16,11 @@ the search seed):
   fetalgan's default startup trials: a quarter of the budget), ASHA on FID with
   ``max_t = --epochs``, ``--grace`` and ``--reduction``, trials compared by ``--rank-by``
   (the sweep key ``rank_by``: the latest FID, or each trial's best so far);
-- random + ASHA: the same with Tune's random search.
+- random + ASHA: the same with Tune's random search;
+- PBT, PB2 (``--methods pbt,pb2``): a population of ``--population`` trials (random learning
+  rates) trained ``--epochs`` epochs, perturbed in synch every ``--interval`` epochs (the
+  bottom quarter copies a top-quarter trial's state and moves its learning rates), ranked by
+  ``--pbt-rank-by``; 4 x 48 epochs is a quarter of the grid's.
 
 Every sweep runs through ``fetalgan.sweep.run_sweep`` with tracking into a private MLflow
 store (Ray started once, ``--concurrent`` trials at a time with one CPU each), and what a
@@ -172,7 +176,21 @@ def run_method(method: str, seed: int, args, work: Path, reference) -> dict:
         "rank_by": args.rank_by,
         "base": trial_base(args, str(work / "cache"), seed),
     }
-    if method == "grid":
+    if method in ("pbt", "pb2"):
+        # A population trained to the grid's epochs; every --interval epochs the bottom
+        # quarter copies a top-quarter trial and changes its learning rates. synch: the
+        # population perturbs together, so the decisions do not depend on which trial the
+        # machine's load let finish first (with Python's and NumPy's generators seeded below).
+        scheduler = {"kind": method, "perturbation_interval": args.interval, "synch": True}
+        sweep |= {
+            "num_samples": args.population,
+            "max_concurrent": max(2, args.concurrent),
+            "rank_by": args.pbt_rank_by,
+            "scheduler": scheduler,
+            "search": {"kind": "random", "seed": seed},
+            "space": {"lr_g": {"loguniform": [low, high]}, "lr_d": {"loguniform": [low, high]}},
+        }
+    elif method == "grid":
         sweep |= {
             "num_samples": 1,
             "scheduler": {"kind": "fifo"},
@@ -202,6 +220,13 @@ def run_method(method: str, seed: int, args, work: Path, reference) -> dict:
     path.write_text(yaml.safe_dump(sweep))
     cfg = load_sweep(path)
     tracking_uri = f"sqlite:///{work / 'mlruns.db'}"
+    if method in ("pbt", "pb2"):  # PBT's donor choices and PB2's bandit draw from these
+        import random
+
+        import numpy as np
+
+        random.seed(seed)
+        np.random.seed(seed)
     t0 = time.perf_counter()
     run_sweep(cfg, storage=work / "ray_results", tracking_uri=tracking_uri, verbose=0)
     wall = time.perf_counter() - t0
@@ -335,6 +360,14 @@ def main() -> int:
     )
     parser.add_argument(
         "--concurrent", type=int, default=1, help="a search's trials at once (1: deterministic)"
+    )
+    parser.add_argument("--population", type=int, default=4, help="PBT/PB2 trials")
+    parser.add_argument("--interval", type=int, default=8, help="PBT/PB2 perturbation epochs")
+    parser.add_argument(
+        "--pbt-rank-by",
+        choices=("last", "window"),
+        default="window",
+        help="PBT/PB2's fitness: the latest FID or the mean log-FID of the last three",
     )
     parser.add_argument(
         "--methods", default="grid,optuna_asha,random_asha", help="comma-separated subset"

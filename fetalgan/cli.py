@@ -270,6 +270,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def refuse_given(options: dict[str, object], why: str) -> None:
+    """ValueError naming the first of ``options`` (option -> given?) that was given, and why it
+    does not apply."""
+    given = [option for option, value in options.items() if value]
+    if given:
+        raise ValueError(f"{given[0]}: {why}")
+
+
 def _evaluate_paired(args: argparse.Namespace) -> int:
     from fetalgan.evaluate import evaluate_paired, format_paired
 
@@ -281,12 +289,11 @@ def _evaluate_paired(args: argparse.Namespace) -> int:
         "--train-split": args.train_split is not None,
         "--fit": args.fit,
     }
-    given = [option for option, value in dataset_options.items() if value]
-    if given:
-        raise ValueError(
-            f"{given[0]}: not used with --paired (--real is a folder of ground truth, one image "
-            "of each --fake image's name and size)"
-        )
+    refuse_given(
+        dataset_options,
+        "not used with --paired (--real is a folder of ground truth, one image of each --fake "
+        "image's name and size)",
+    )
     result = evaluate_paired(args.real, args.fake)
     print(format_paired(result))
     _write_json(args.json, result)

@@ -9,6 +9,7 @@ matter; the smoke sweep runs the real FID path.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,7 +129,9 @@ def test_optuna_asha_sweep_tracked_best_and_generate(tmp_path, ray_instance, mon
     assert printed.count("finished 3 epochs") == 4 - len(stopped), printed
     assert "fetalgan sweep asha, " in printed and "trial     status" in printed
     final = printed[printed.rindex("fetalgan sweep asha, ") :].splitlines()
-    assert len([line for line in final if line.startswith("  ") and "/3" in line]) == 4
+    # the table's trial rows ("  81ab4612  finished  3/3 ..."), not a run URI holding "/3"
+    rows = [line for line in final if re.match(r"  [0-9a-f]{8}  \w+ +\d+/3 ", line)]
+    assert len(rows) == 4, final
     client = MlflowClient(store)
     for run in runs:  # every evaluation logged once, at step = epoch
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "lbpv_l1")]

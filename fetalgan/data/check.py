@@ -867,7 +867,7 @@ def format_report(report: Report) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from fetalgan.cli import _output_file, _write_json
+    from fetalgan.cli import _output_file, _write_json, refuse_given
 
     _output_file(args.json, "--json")
     if (args.root is None) == (args.sweep is None):
@@ -885,12 +885,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             "--resolution": args.resolution,
             "--fit": args.fit,
         }
-        given = [option for option, value in dataset_options.items() if value]
-        if given:
-            raise ValueError(
-                f"{given[0]}: not used with --sweep (the sweep file gives each dataset's kind, "
-                "filters, fit and resolution; change them with --set, e.g. --set data.fit=squash)"
-            )
+        refuse_given(
+            dataset_options,
+            "not used with --sweep (the sweep file gives each dataset's kind, filters, fit and "
+            "resolution; change them with --set, e.g. --set data.fit=squash)",
+        )
         report = check_sweep(args.sweep, args.set, progress=True)
     else:
         if args.set:

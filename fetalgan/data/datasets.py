@@ -214,6 +214,33 @@ def _manifest_patients(root: Path) -> dict[str, str] | None:
         return {row["file"]: row[column] for row in reader if row.get(column)}
 
 
+def read_manifest(path: Path, columns: Sequence[str], tool: str) -> list[dict[str, str]]:
+    """The rows of an earlier import's manifest (none when the file does not exist);
+    ``ValueError`` for a manifest with other columns (another tool's, or older)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = tuple(reader.fieldnames or ())
+        if header != tuple(columns):
+            raise ValueError(
+                f"{path}: not a manifest of fetalgan data {tool} (columns "
+                f"{', '.join(header) or 'none'}; expected {', '.join(columns)}); "
+                "import into another folder"
+            )
+        return list(reader)
+
+
+def write_manifest(path: Path, rows: list[dict[str, str]], columns: Sequence[str]) -> None:
+    """All rows, sorted by file, written to a temporary file then renamed over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda row: row["file"]))
+    os.replace(tmp, path)
+
+
 def file_patients(data: DataConfig, files: Sequence[Path]) -> dict[Path, str] | None:
     """Each file's patient (or subject, or volume), where the dataset says: planes' CSV
     ``Patient_num``, HC18's subject number, a folder's ``manifest.csv``; None when it does not

@@ -51,7 +51,6 @@ pydicom is imported only when a file is read: ``pip install 'fetalgan[dicom]'``.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import logging
 import os
@@ -363,32 +362,6 @@ def load_salt(path: str | Path) -> tuple[str, bool]:
     return salt, False
 
 
-def read_manifest(path: Path) -> list[dict[str, str]]:
-    """The rows of an earlier import's manifest (none when the file does not exist)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = tuple(reader.fieldnames or ())
-        if header != MANIFEST_COLUMNS:
-            raise ValueError(
-                f"{path}: not a manifest of fetalgan data import-dicom (columns "
-                f"{', '.join(header) or 'none'}; expected {', '.join(MANIFEST_COLUMNS)}); "
-                "import into another folder"
-            )
-        return list(reader)
-
-
-def write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
-    """All rows, sorted by file, written to a temporary file then renamed over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda row: row["file"]))
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------------------------
 # Reading one file (pydicom)
 # --------------------------------------------------------------------------------------------
@@ -691,7 +664,9 @@ def import_dicom(
         raise ValueError(f"--out {out}: exists and is not a folder; give a folder")
     sources = list_sources(src, skip=out)
     manifest = out / MANIFEST
-    earlier = read_manifest(manifest)
+    from fetalgan.data.datasets import read_manifest, write_manifest
+
+    earlier = read_manifest(manifest, MANIFEST_COLUMNS, "import-dicom")
     salt_path = Path(salt_file) if salt_file else out / SALT_FILE
     if earlier and not salt_path.exists():
         raise ValueError(
@@ -770,7 +745,7 @@ def import_dicom(
         if new_rows:
             report.replaced_rows = len(new_rows.keys() & rows.keys())
             rows.update(new_rows)
-            write_manifest(manifest, list(rows.values()))
+            write_manifest(manifest, list(rows.values()), MANIFEST_COLUMNS)
         report.manifest_rows = len(rows)
 
     if report.files_read == 0 and report.failed == 0 and report.duplicates == 0:

@@ -43,9 +43,7 @@ nibabel is imported only when a volume is read: ``pip install 'fetalgan[nifti]'`
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -426,33 +424,6 @@ def volume_slices(path: str | Path, options: SliceOptions | None = None) -> Volu
 # --------------------------------------------------------------------------------------------
 
 
-def read_manifest(path: Path) -> list[dict[str, str]]:
-    """The rows of an earlier import's manifest (none when the file does not exist);
-    ``ValueError`` for a manifest with other columns (another tool's)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = tuple(reader.fieldnames or ())
-        if header != MANIFEST_COLUMNS:
-            raise ValueError(
-                f"{path}: not a manifest of fetalgan data import-nifti (columns "
-                f"{', '.join(header) or 'none'}; expected {', '.join(MANIFEST_COLUMNS)}); "
-                "import into another folder"
-            )
-        return list(reader)
-
-
-def write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
-    """All rows, sorted by file, written to a temporary file then renamed over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda row: row["file"]))
-    os.replace(tmp, path)
-
-
 def import_nifti(
     src: str | Path,
     out: str | Path,
@@ -485,7 +456,11 @@ def import_nifti(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder; give a folder")
-    earlier = read_manifest(out / MANIFEST)  # before any work: refuses another tool's
+    from fetalgan.data.datasets import read_manifest, write_manifest
+
+    earlier = read_manifest(
+        out / MANIFEST, MANIFEST_COLUMNS, "import-nifti"
+    )  # before any work: refuses another tool's
     out.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict[str, str]] = []
@@ -523,7 +498,9 @@ def import_nifti(
         )
     written = {row["file"] for row in rows}
     manifest = out / MANIFEST
-    write_manifest(manifest, [row for row in earlier if row["file"] not in written] + rows)
+    write_manifest(
+        manifest, [row for row in earlier if row["file"] not in written] + rows, MANIFEST_COLUMNS
+    )
     return ImportSummary(paths, manifest, len(volumes), considered)
 
 
