@@ -89,12 +89,19 @@ def trial_base(args, cache_dir: str, seed: int) -> dict:
     }
 
 
-def epochs_trained(exp_dir: Path) -> list[int]:
-    """Per trial of a finished sweep, the last epoch it reported (what it trained)."""
+def epochs_trained(exp_dir: Path, eval_every: int) -> list[int]:
+    """Per trial of a finished sweep, the epochs it trained: the steps between its reported
+    epochs; where the epoch did not advance (a PBT trial that took a donor's state at its
+    own epoch and trained on from there), ``eval_every``. Without PBT: its last epoch."""
     epochs = []
     for result_file in sorted(exp_dir.glob("trial_*/result.json")):
         reported = [json.loads(line) for line in result_file.read_text().splitlines() if line]
-        epochs.append(max((r.get("epoch", 0) for r in reported), default=0))
+        trained, previous = 0, 0
+        for row in reported:
+            epoch = row.get("epoch", 0)
+            trained += epoch - previous if epoch > previous else eval_every
+            previous = epoch
+        epochs.append(trained)
     return epochs
 
 
@@ -231,7 +238,7 @@ def run_method(method: str, seed: int, args, work: Path, reference) -> dict:
     run_sweep(cfg, storage=work / "ray_results", tracking_uri=tracking_uri, verbose=0)
     wall = time.perf_counter() - t0
     exp_dir = work / "ray_results" / sweep["name"]
-    epochs = epochs_trained(exp_dir)
+    epochs = epochs_trained(exp_dir, args.eval_every)
     best = best_run(sweep["name"], tracking_uri=tracking_uri)
     checkpoint = download_checkpoint(
         best["checkpoint_uri"], work / "best" / sweep["name"], tracking_uri=tracking_uri
