@@ -287,7 +287,10 @@ def ray_instance():
     ray.shutdown()
 
 
-def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(tmp_path, ray_instance, capsys):
+@pytest.mark.parametrize("kind", ["pbt", "pb2"])
+def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(
+    tmp_path, ray_instance, capsys, kind
+):
     from fetalgan.cli import main
     from fetalgan.sweep import run_sweep
     from fetalgan.tracking import names
@@ -297,8 +300,8 @@ def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(tmp_path, ray_in
     data = pbt_sweep(
         # synch: the whole population perturbs at every epoch, so exploits happen before the
         # last epoch however the machine's load orders the trials
-        scheduler={"kind": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
-                   "resample_probability": 1.0, "synch": True},
+        scheduler={"kind": kind, "perturbation_interval": 1, "quantile_fraction": 0.5,
+                   "synch": True, **({"resample_probability": 1.0} if kind == "pbt" else {})},
         num_samples=4,
     )  # fmt: skip
     data["base"] |= {

@@ -80,6 +80,11 @@ def test_sweep_logs_to_server_over_http(served_sweep, fetalgan_bin):
         assert run["info"]["status"] == "FINISHED"
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         assert math.isfinite(metrics["fid"])
+        # the real sets as dataset inputs (the runs table's Datasets column), over HTTP
+        inputs = run.get("inputs", {}).get("dataset_inputs", [])
+        contexts = sorted(t["value"] for i in inputs for t in i.get("tags", []))
+        assert contexts == ["evaluation", "training"], inputs
+        assert {i["dataset"]["name"] for i in inputs} == {"phantom:seed0"}
         status, body = http(
             f"{server.url}/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}&path=checkpoint"
         )
@@ -118,6 +123,7 @@ def test_runs_table_renders_in_chromium(served_sweep):
     for name in names:
         assert name in dom, f"run {name!r} not rendered"
     assert "Sort: fid" in dom
+    assert "phantom:seed0" in dom, "the Datasets column does not show the training set"
 
     # The fid column itself: shown through the Columns menu, its cells in ascending order.
     need(importlib.util.find_spec("selenium") is not None, "selenium missing: make install")
