@@ -359,6 +359,14 @@ def cmd_best(args: argparse.Namespace) -> int:
             f"{best['value']:.4g} ({best['mode']}imum over its evaluations)"
         )
     print(f"checkpoint: {best['checkpoint_uri']}")
+    if best.get("pbt"):  # the params are its starting values; PBT changed them since
+        pbt = best["pbt"]
+        shown = " ".join(f"{k}={_shown(v)}" for k, v in pbt["values"].items())
+        print(
+            f"PBT: at epoch {pbt['epoch']} it trained with {shown}, after {pbt['exploits']} "
+            f"exploit(s); the params below are its starting values. Its schedule from scratch: "
+            f"fetalgan train SWEEP.yaml --replay {best['run_id']}"
+        )
     for key, value in sorted(best["params"].items()):
         print(f"  {key} = {value}")
     return 0

@@ -333,6 +333,11 @@ def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(
     count = client.get_metric_history(record["run_id"], "pbt/exploits")
     assert max(m.value for m in count) == len(record["exploits"])
     assert json.loads(run.data.tags[names.EXPLOITS_TAG])[-1]["donor"] == exploit["donor"]
+    # every evaluation of every trial is in MLflow, also a recipient's at the epoch it was
+    # paused to copy (Tune drops that result's checkpoint; the callback logs it anyway)
+    for t in trials.values():
+        steps = sorted(m.step for m in client.get_metric_history(t["run_id"], "lbpv_l1"))
+        assert steps == [1, 2, 3, 4, 5], (t["trial_id"], steps, t["exploits"])
     # every new value inside the space (PBT's x1.2 is clipped)
     for t in trials.values():
         for x in t["exploits"]:
@@ -349,6 +354,10 @@ def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(
                  "--out", str(out), "--quiet"]) == 0  # fmt: skip
     assert "replaying a schedule of" in capsys.readouterr().err
     assert (out / "checkpoints" / "last.pt").is_file()
+    # fetalgan best says the winner's hyper-parameters changed and how to replay them
+    assert main(["best", "pop", "--tracking-uri", store]) == 0
+    printed = capsys.readouterr().out
+    assert "PBT: at epoch" in printed and "--replay" in printed, printed
     # the report draws the schedules, exploits marked
     assert main(["report", "pop", "--tracking-uri", store, "--out", str(tmp_path / "rep")]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()

@@ -106,6 +106,9 @@ class TrackingCallback(tune.Callback):
         the two makes the trial redo that evaluation, which must not log it twice."""
         if "evaluation" not in result:
             return
+        stale = self.pending.pop(trial.trial_id, None)
+        if stale is not None and stale.get("epoch", 0) < result.get("epoch", 0):
+            self._log_dropped(trial, stale)
         if result.get("checkpoint_path"):  # data-parallel trial: Train stored it already
             self._log_evaluation(trial, result, Path(result["checkpoint_path"]))
         elif result.get("should_checkpoint"):
@@ -118,6 +121,18 @@ class TrackingCallback(tune.Callback):
         if trial.trial_id not in self.pending:
             return
         self._log_evaluation(trial, self.pending.pop(trial.trial_id), Path(checkpoint.path))
+
+    def _log_dropped(self, trial, result: dict) -> None:
+        """An evaluation whose checkpoint Tune never registered, and the trial has moved on
+        (PBT paused it to copy another trial's state): it happened, so it is logged, with
+        its files from the checkpoint folder the trial had already written to storage (a best
+        evaluation's ``best.pt`` must not be lost). A trial that restarted from an earlier
+        checkpoint reports that epoch again instead, and is not logged twice."""
+        directory = Path(trial.path or "") / str(result.get("checkpoint_dir_name") or "")
+        if result.get("checkpoint_dir_name") and (directory / CHECKPOINT_NAME).is_file():
+            self._log_evaluation(trial, result, directory)
+        else:
+            self._log_numbers(trial, result)
 
     def _log_numbers(self, trial, result: dict) -> Evaluation:
         evaluation = Evaluation.from_dict(json.loads(result["evaluation"]))

@@ -113,7 +113,7 @@ def best_run(
         )
     run, value = chosen
     run_id = run.info.run_id
-    return {
+    record = {
         "run_id": run_id,
         "run_name": run.info.run_name,
         "metric": objective.metric,
@@ -121,6 +121,28 @@ def best_run(
         "mode": objective.mode,
         "params": dict(run.data.params),
         "checkpoint_uri": f"runs:/{run_id}/{names.CHECKPOINT_DIR}/{checkpoint_name(client, run_id)}",
+    }
+    hyper = pbt_hyperparameters(client, run, None)
+    return record | ({"pbt": hyper} if hyper else {})
+
+
+def pbt_hyperparameters(client, run, epoch: int | None) -> dict[str, Any] | None:
+    """A PBT/PB2 trial's hyper-parameters in force at ``epoch`` (its latest where None) from
+    its ``hp/<key>`` metrics, and its exploits so far: ``{"epoch", "values", "exploits"}``;
+    None for a run without them (its params are then what it trained with)."""
+    keys = sorted(k for k in run.data.metrics if k.startswith("hp/"))
+    if not keys:
+        return None
+    values, at = {}, None
+    for key in keys:
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+        upto = [(s, v) for s, v in history if epoch is None or s <= epoch] or history[:1]
+        values[key.removeprefix("hp/")] = upto[-1][1]
+        at = upto[-1][0]
+    return {
+        "epoch": at,
+        "values": values,
+        "exploits": int(run.data.metrics.get("pbt/exploits", 0)),
     }
 
 
@@ -196,7 +218,8 @@ def selected_run(client, exp, parent_run_id: str | None = None) -> dict[str, Any
     run = client.get_run(winner["run_id"])
     reference = record.get("reference") or {}
     test_reference = record.get("test_reference") or {}
-    return {
+    hyper = pbt_hyperparameters(client, run, winner["epoch"])
+    return ({"pbt": hyper} if hyper else {}) | {
         "run_id": winner["run_id"],
         "run_name": run.info.run_name,
         "metric": record["in_sweep_metric"],
