@@ -105,6 +105,22 @@ def epochs_trained(exp_dir: Path, eval_every: int) -> list[int]:
     return epochs
 
 
+def tracked_epochs_and_lowest(name: str, tracking_uri: str, eval_every: int) -> tuple[list, float]:
+    """PBT/PB2 (Tune rewrites a paused trial's result.json, so it loses rows): from MLflow,
+    per trial the evaluations it logged x ``eval_every`` (in synch every evaluation follows
+    ``eval_every`` trained epochs, also the first after a copy), and the lowest FID logged."""
+    from fetalgan.tracking import names
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{names.ROLE_TAG}` = '{names.ROLE_TRIAL}'"
+    )
+    histories = [[m.value for m in client.get_metric_history(r.info.run_id, "fid")] for r in runs]
+    return [len(h) * eval_every for h in histories], min(min(h) for h in histories if h)
+
+
 def lowest_fid(exp_dir: Path) -> float:
     """The lowest FID any evaluation of any trial reached."""
     values = []
@@ -239,6 +255,9 @@ def run_method(method: str, seed: int, args, work: Path, reference) -> dict:
     wall = time.perf_counter() - t0
     exp_dir = work / "ray_results" / sweep["name"]
     epochs = epochs_trained(exp_dir, args.eval_every)
+    lowest = lowest_fid(exp_dir)
+    if method in ("pbt", "pb2"):
+        epochs, lowest = tracked_epochs_and_lowest(sweep["name"], tracking_uri, args.eval_every)
     best = best_run(sweep["name"], tracking_uri=tracking_uri)
     checkpoint = download_checkpoint(
         best["checkpoint_uri"], work / "best" / sweep["name"], tracking_uri=tracking_uri
@@ -249,7 +268,7 @@ def run_method(method: str, seed: int, args, work: Path, reference) -> dict:
         "seed": seed,
         **({"early_verdicts": verdicts} if verdicts else {}),
         "fid": rescore(checkpoint, reference, args),
-        "lowest_fid": lowest_fid(exp_dir),
+        "lowest_fid": lowest,
         "chosen": {k: float(v) for k, v in best["params"].items() if k in ("lr_g", "lr_d")},
         "trials": len(epochs),
         "epochs": sum(epochs),
