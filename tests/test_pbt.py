@@ -313,8 +313,9 @@ def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(
     path = tmp_path / "pop.yaml"
     path.write_text(yaml.safe_dump(data))
     store = f"sqlite:///{tmp_path}/mlruns.db"
-    summary = run_sweep(path, storage=tmp_path / "rr", tracking_uri=store, verbose=0)
+    summary = run_sweep(path, storage=tmp_path / "rr", tracking_uri=store, verbose=1)
     assert summary["num_errors"] == 0
+    printed = capsys.readouterr().out
     client = MlflowClient(store)
     parent = summary["parent_run_id"]
     lineage_file = client.download_artifacts(parent, names.LINEAGE_ARTIFACT, str(tmp_path))
@@ -329,6 +330,8 @@ def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(
     # the schedule in MLflow: hp/<key> at every evaluation, the exploits as a count and a tag
     lr = {m.step: m.value for m in client.get_metric_history(record["run_id"], "hp/lr_g")}
     exploit = record["exploits"][-1]
+    told = f"trial {record['trial_id']} copied trial {exploit['donor']}'s state at epoch {exploit['epoch']}"
+    assert told in printed, printed
     assert lr[max(lr)] == pytest.approx(exploit["config"]["lr_g"])
     count = client.get_metric_history(record["run_id"], "pbt/exploits")
     assert max(m.value for m in count) == len(record["exploits"])

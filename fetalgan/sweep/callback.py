@@ -178,6 +178,9 @@ class TrackingCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         if trial.trial_id not in self.started:  # e.g. finished before a driver restart
             return
+        stale = self.pending.pop(trial.trial_id, None)
+        if stale is not None:  # e.g. PBT paused it at its last epoch to copy another trial
+            self._log_dropped(trial, stale)
         # The last weights, from the latest checkpoint: Tune's, or for a data-parallel trial
         # the one Ray Train stored (named in its last result).
         latest = trial.checkpoint.path if trial.checkpoint is not None else None

@@ -9,6 +9,7 @@ The table is :func:`trial_table` over plain :class:`TrialRow` values, tested wit
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,7 @@ class SweepProgress(tune.Callback):
         self.start = time.monotonic()
         self.shown = self.start  # when the last table was printed
         self.changed = False  # a trial reported or changed state since then
+        self.exploits: dict[str, int] = {}  # PBT: trial id -> its exploits already told
 
     def __getstate__(self):
         return {"cfg": self.cfg, "spec": self.spec, "every_s": self.every_s}
@@ -206,6 +208,18 @@ class SweepProgress(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.changed = True
+        if self.spec.pbt_keys and "evaluation" in result:
+            self._tell_exploits(trial, json.loads(result["evaluation"]).get("exploits") or [])
+
+    def _tell_exploits(self, trial, exploits: list[dict]) -> None:
+        """PBT/PB2: a line per exploit, the first time a result carries it."""
+        for exploit in exploits[self.exploits.get(trial.trial_id, 0) :]:
+            values = " ".join(f"{k}={_value(v)}" for k, v in exploit["config"].items())
+            say(
+                f"trial {trial.trial_id} copied trial {exploit['donor']}'s state at epoch "
+                f"{exploit['epoch']} and goes on with {values}"
+            )
+        self.exploits[trial.trial_id] = len(exploits)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.changed = True
