@@ -45,10 +45,12 @@ def _pyplot():
     return plt
 
 
-def _use_log(values: Sequence[float]) -> bool:
-    """A log axis for all-positive values spanning more than a factor of 30."""
+def _use_log(values: Sequence[float], factor: float = 30.0) -> bool:
+    """A log axis for all-positive values spanning more than ``factor``."""
     positive = [v for v in values if v > 0]
-    return len(positive) == len(values) and len(values) > 1 and max(positive) / min(positive) > 30
+    return (
+        len(positive) == len(values) and len(values) > 1 and max(positive) / min(positive) > factor
+    )
 
 
 def _inches(width_px: float, height_px: float) -> tuple[float, float]:
@@ -64,6 +66,7 @@ def metric_curves(
     title: str = "",
     events: Mapping[str, Sequence[int]] | None = None,
     event_label: str = "",
+    as_steps: bool = False,
 ) -> Path | None:
     """Metric against epoch, one panel per metric and one line per run, in one PNG.
 
@@ -73,7 +76,9 @@ def metric_curves(
     stopped, failed, running); its last point gets that marker, and the legend (below the
     panels) explains the markers used. ``highlight``: the run label drawn thick (the best run).
     ``events``: run label -> epochs where something happened to the run (PBT's exploits),
-    each marked on its line at the first point after it, explained by ``event_label``.
+    each marked on its line where the value after it starts, explained by ``event_label``.
+    ``as_steps``: values that hold between points (a schedule: the value logged at an epoch was
+    in force since the previous point) drawn as steps, not slopes.
 
     Returns ``path``; None (nothing written) when no panel has a finite point. ValueError for an
     ``ends`` state not in :data:`END_MARKERS`.
@@ -116,21 +121,23 @@ def metric_curves(
             all_values += values
             thick = run == highlight
             (line,) = ax.plot(steps, values, color=colour_of[run], lw=2.4 if thick else 1.2,
-                              zorder=3 if thick else 2)  # fmt: skip
+                              zorder=3 if thick else 2,
+                              drawstyle="steps-pre" if as_steps else "default")  # fmt: skip
             handles.setdefault(run, line)
             for epoch in (events or {}).get(run, ()):
-                after = [(x, y) for x, y in points if x > epoch]
-                if after:
-                    ax.scatter([after[0][0]], [after[0][1]], marker="v", s=40,
-                               color="black", zorder=5)  # fmt: skip
+                after = [y for x, y in points if x > epoch]
+                if after:  # where the new value starts
+                    ax.scatter([epoch], [after[0]], marker="v", s=40, color="black",
+                               zorder=5)  # fmt: skip
             if run in ends:
                 marker, _ = END_MARKERS[ends[run]]
                 stop = marker == "X"  # black and larger: the ASHA stops are what one looks for
                 ax.scatter([steps[-1]], [values[-1]], marker=marker, s=70 if stop else 36,
                            color="black" if stop else colour_of[run], zorder=4)  # fmt: skip
-        if _use_log(all_values):
+        if _use_log(all_values, 2.0 if as_steps else 30.0):  # schedules: rates span decades
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     entries = dict(handles) if named else {}

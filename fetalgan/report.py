@@ -466,6 +466,7 @@ def schedules_figure(sweep: dict, path: Path) -> Path | None:
         highlight=None if best is None else labels[best["run_id"]],
         events=events,
         event_label="exploit: copied a better trial's state, new values from here",
+        as_steps=True,
         title=f"{sweep['experiment']}: hyper-parameter schedules (PBT; thick line: best trial)",
     )
 
