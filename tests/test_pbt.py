@@ -365,6 +365,6 @@ def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(
     assert main(["report", "pop", "--tracking-uri", store, "--out", str(tmp_path / "rep")]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()
     assert 'id="schedules"' in html and (tmp_path / "rep" / "schedules.png").is_file()
-    # disk: at most three full states per trial at the end
+    # disk: a finished PBT sweep keeps one full state per trial
     for trial_dir in (tmp_path / "rr" / "pop").glob("trial_*"):
-        assert len(list(trial_dir.glob("checkpoint_*"))) <= 3, trial_dir
+        assert len(list(trial_dir.glob("checkpoint_*"))) == 1, trial_dir

@@ -210,3 +210,18 @@ def checkpoint_pruner(scheduler):
                     shutil.rmtree(old, ignore_errors=True)
 
     return PopulationCheckpointPruner(scheduler)
+
+
+def prune_finished(experiment_dir: str | Path) -> int:
+    """After a PBT/PB2 sweep that finished (not one to resume): each trial folder keeps its
+    newest checkpoint only, since no exploit can need the others any more (MLflow has the
+    weights). Returns the folders removed."""
+    import shutil
+
+    removed = 0
+    for trial_dir in Path(experiment_dir).glob("trial_*"):
+        folders = sorted(trial_dir.glob("checkpoint_*"))
+        for old in folders[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+            removed += 1
+    return removed

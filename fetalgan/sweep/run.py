@@ -649,6 +649,10 @@ def run_sweep(
             cfg, tracker, exp_dir / SELECTION_DIR, progress=sys.stderr.isatty()
         )
         selection_s = time.perf_counter() - start
+    if spec.pbt_keys and not interrupted and not queued:  # no exploit needs them any more
+        from fetalgan.sweep.pbt import prune_finished
+
+        prune_finished(exp_dir)
     summary = summarise(cfg, grid, exp_dir, outcome, tracker, interrupted, selection)
     summary["selection"] = selection
     summary["selection_s"] = selection_s
