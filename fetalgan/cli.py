@@ -198,6 +198,20 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def add_planes_filters(p: argparse.ArgumentParser) -> None:
+    """``--plane``, ``--brain-plane``, ``--machine``, ``--train-split``: FETAL_PLANES_DB's
+    row filters on a command that reads a dataset (``data.plane`` ... of a sweep file)."""
+    p.add_argument("--plane", help="planes: Plane column, e.g. 'Fetal brain'")
+    p.add_argument("--brain-plane", help="planes: Brain_plane column, e.g. Trans-cerebellum")
+    p.add_argument("--machine", help="planes: US_Machine column, e.g. 'Voluson E6'")
+    p.add_argument(
+        "--train-split",
+        type=_train_split,
+        metavar="1|0",
+        help="planes: Train column, 1 (training rows) or 0 (test rows); default both",
+    )
+
+
 def _add_real_options(
     p: argparse.ArgumentParser, *, required: bool, real_help: str, fit_help: str
 ) -> None:
@@ -213,15 +227,7 @@ def _add_real_options(
         "(FETAL_PLANES_DB: the CSV's rows, filtered), folder (every image in it); auto "
         "(default): hc18 or planes when the folder looks like one, else folder",
     )
-    p.add_argument("--plane", help="planes: Plane column, e.g. 'Fetal brain'")
-    p.add_argument("--brain-plane", help="planes: Brain_plane column, e.g. Trans-cerebellum")
-    p.add_argument("--machine", help="planes: US_Machine column, e.g. 'Voluson E6'")
-    p.add_argument(
-        "--train-split",
-        type=_train_split,
-        metavar="1|0",
-        help="planes: Train column, 1 (training rows) or 0 (test rows); default both",
-    )
+    add_planes_filters(p)
     p.add_argument("--fit", choices=FITS, help=fit_help)
 
 

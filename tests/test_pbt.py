@@ -5,7 +5,6 @@ Tune PBT run tracked in MLflow."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -275,16 +274,6 @@ def test_replay_repeats_a_two_segment_pbt_trial_exactly(tmp_path):
 # --------------------------------------------------------------------------------------------
 # A real Ray Tune PBT run, tracked in MLflow
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ray_instance():
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.parametrize("kind", ["pbt", "pb2"])

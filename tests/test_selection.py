@@ -10,7 +10,6 @@ same for every metric the trainer computes, and these tests check the plumbing a
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -248,16 +247,6 @@ def test_selection_resumes_after_a_kill_and_never_scores_twice(tmp_path, monkeyp
 # --------------------------------------------------------------------------------------------
 # Through a real Tune run and a real MLflow store
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ray_instance():
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def tiny_sweep(tmp_path: Path, name: str, **fields) -> Path:

@@ -912,7 +912,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def add_cli(data_sub) -> None:
     """``fetalgan data check``: its sub-parser on ``fetalgan data``'s sub-parsers."""
-    from fetalgan.cli import _train_split
+    from fetalgan.cli import add_planes_filters
     from fetalgan.config import FITS, REAL_KINDS
 
     p = data_sub.add_parser(
@@ -950,15 +950,7 @@ def add_cli(data_sub) -> None:
         help="what ROOT is: hc18, planes, folder; auto (default): hc18 or planes when the "
         "folder looks like one, else folder",
     )
-    p.add_argument("--plane", help="planes: Plane column, e.g. 'Fetal brain'")
-    p.add_argument("--brain-plane", help="planes: Brain_plane column, e.g. Trans-cerebellum")
-    p.add_argument("--machine", help="planes: US_Machine column, e.g. 'Voluson E6'")
-    p.add_argument(
-        "--train-split",
-        type=_train_split,
-        metavar="1|0",
-        help="planes: Train column, 1 (training rows) or 0 (test rows); default both",
-    )
+    add_planes_filters(p)
     p.add_argument(
         "--resolution",
         type=int,
