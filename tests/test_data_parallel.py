@@ -48,6 +48,7 @@ def _rank(rank: int, port: int, job: dict, out_dir: str) -> None:
     dcgan.train_step = recording_step
     try:
         train(job["cfg"], run_dir=job["run_dir"], resume=job.get("resume"), progress=False)
+        dist.barrier()  # both ranks done before either tears the group down (gloo aborted)
     finally:
         dist.destroy_process_group()
     with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
