@@ -63,6 +63,7 @@ def main() -> int:
     from fetalgan.metrics.stats import real_statistics
     from fetalgan.sweep import load_sweep as load
     from fetalgan.sweep import run_sweep
+    from fetalgan.sweep.run import RunOptions
     from fetalgan.train import train
 
     work = Path(tempfile.mkdtemp(prefix="fetalgan-bench-"))
@@ -108,10 +109,9 @@ def main() -> int:
         summary = run_sweep(
             sweep,
             storage=work / f"rr_{tag}",
-            tracking=tracked,
             tracking_uri=store,
             verbose=0,
-            warm_statistics=False,
+            options=RunOptions(tracking=tracked, warm_statistics=False),
         )
         return time.perf_counter() - t0, summary.get("tracking_s", 0.0)
 

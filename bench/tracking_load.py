@@ -125,7 +125,7 @@ def driver(args) -> int:
     """One sweep of ``args.trials`` light trials through ``run_sweep`` (this process is the
     driver the parent measures)."""
     from fetalgan.config import load_sweep
-    from fetalgan.sweep.run import run_sweep
+    from fetalgan.sweep.run import RunOptions, run_sweep
 
     work = Path(args.work)
     sweep = {
@@ -155,9 +155,8 @@ def driver(args) -> int:
         load_sweep(path),
         storage=work / "ray_results",
         tracking_uri=args.tracking_uri,
-        trial_fn=light_trial,
-        warm_statistics=False,
         verbose=0,
+        options=RunOptions(trial_fn=light_trial, warm_statistics=False),
     )
     return 0 if summary.get("tracking_queued") == 0 else 1
 

@@ -23,6 +23,7 @@ import yaml
 from fetalgan.cli import main
 from fetalgan.config import param_value
 from fetalgan.sweep import run_sweep
+from fetalgan.sweep.run import RunOptions
 from mlflow import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,7 +254,10 @@ def test_grid_combines_with_sampled_values(tmp_path, ray_instance, capsys):
         },
     )
     summary = run_sweep(
-        path, storage=tmp_path / "rr", tracking=False, overrides=["max_concurrent=auto"]
+        path,
+        storage=tmp_path / "rr",
+        overrides=["max_concurrent=auto"],
+        options=RunOptions(tracking=False),
     )
     assert summary["num_trials"] == 4 and summary["num_errors"] == 0
     assert "4 trial(s), 4 at a time (max_concurrent auto)" in capsys.readouterr().out  # 4 CPUs
@@ -344,7 +348,7 @@ def test_data_parallel_trial_with_an_uneven_split_finishes(tmp_path, ray_instanc
     data = {**tiny_base(tmp_path)["data"], "size": 99, "phantom_n": 99}
     base = tiny_base(tmp_path, epochs=2, batch_size=16, data=data)
     path = write_sweep(tmp_path, "uneven", base, workers_per_trial=2, max_failures=0)
-    summary = run_sweep(path, storage=tmp_path / "rr", tracking=False)
+    summary = run_sweep(path, storage=tmp_path / "rr", options=RunOptions(tracking=False))
     assert summary["num_trials"] == 1 and summary["num_errors"] == 0
 
 

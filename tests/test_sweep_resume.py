@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from fetalgan.config import load_sweep, to_dict
-from fetalgan.sweep.run import SAVED_FILE, SAVED_SWEEP, check_unedited, run_sweep
+from fetalgan.sweep.run import SAVED_FILE, SAVED_SWEEP, RunOptions, check_unedited, run_sweep
 
 SWEEP = {
     "name": "edits",
@@ -39,7 +39,7 @@ def test_an_edited_sweep_file_is_refused_naming_the_keys(started):
     del edited["space"]
     path.write_text(yaml.safe_dump(edited))
     with pytest.raises(ValueError) as caught:
-        run_sweep(path, resume=True, storage=exp_dir.parent, tracking=False)
+        run_sweep(path, resume=True, storage=exp_dir.parent, options=RunOptions(tracking=False))
     message = str(caught.value)
     assert message.startswith(f"{path}: edited since the sweep started")
     for change in ("base.lr_g: 0.001 -> 0.01", "num_samples: 2 -> 8", "space.lr_d.loguniform"):
@@ -60,4 +60,4 @@ def test_an_unedited_file_resumes(started):
     path, exp_dir = started
     # Past the check, run_sweep looks for Tune's saved state (none in this fabricated dir).
     with pytest.raises(FileNotFoundError, match="no sweep to resume there"):
-        run_sweep(path, resume=True, storage=exp_dir.parent, tracking=False)
+        run_sweep(path, resume=True, storage=exp_dir.parent, options=RunOptions(tracking=False))

@@ -9,7 +9,12 @@ package that imports ray (lazily: importing ``fetalgan.sweep`` does not). One mo
 - :mod:`~fetalgan.sweep.callback`: the driver's Tune callback forwarding trials to tracking;
 - :mod:`~fetalgan.sweep.progress`: the driver's Tune callback printing the sweep's progress
   (a trial table, stops, failures; Ray's own output only with ``fetalgan sweep -v``);
-- :mod:`~fetalgan.sweep.run`: ``run_sweep`` (run and resume, signals, storage);
+- :mod:`~fetalgan.sweep.run`: ``run_sweep``, the driver in named steps (run and resume);
+- :mod:`~fetalgan.sweep.experiment`: the experiment folder (storage, the files kept in it,
+  the checks a resumed sweep passes);
+- :mod:`~fetalgan.sweep.cluster`: Ray for the driver (connect or start, check the cluster fits,
+  SIGTERM saving like SIGUSR1);
+- :mod:`~fetalgan.sweep.select`: the final selection stage (after the fit, ``fetalgan select``);
 - :mod:`~fetalgan.sweep.summary`: the end-of-sweep summary.
 
 Sweep files are loaded and checked by :func:`fetalgan.config.load_sweep` (the one loader).
