@@ -98,20 +98,28 @@ def _term_to_usr1(signum, frame) -> None:  # Slurm/scancel send TERM: save like 
 @contextlib.contextmanager
 def ray_session(cfg: SweepConfig, verbose: int) -> Iterator[None]:
     """The driver's time on Ray: its output set (:func:`ray_output`), connected or started
-    (:func:`_ensure_ray`), the cluster checked to fit a trial of ``cfg`` (a sweep none of
-    whose trials fits stops before anything is written), and SIGTERM turned into Tune's
-    SIGUSR1 (save and stop). On the way out, whatever happened: SIGTERM's handler restored
-    and a Ray this call started shut down."""
+    (:func:`_ensure_ray`) and the cluster checked to fit a trial of ``cfg`` (a sweep none of
+    whose trials fits stops before anything is written). On the way out, whatever happened, a
+    Ray this call started is shut down."""
     ray_output(verbose)
     started_ray = _ensure_ray(verbose)
-    previous_term = signal.getsignal(signal.SIGTERM)
     try:
         check_cluster(cfg)
-        signal.signal(signal.SIGTERM, _term_to_usr1)
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
         if started_ray:
             import ray
 
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def term_saves() -> Iterator[None]:
+    """SIGTERM (Slurm's time limit, scancel) turned into Tune's SIGUSR1 (save and stop) while
+    Tune runs; the previous handler restored after."""
+    previous_term = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _term_to_usr1)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)

@@ -5,11 +5,12 @@ another, each taking and filling the :class:`SweepRun` the steps share:
    on ``resume`` the settings it started with and its saved tracking state;
 2. :func:`connect_tracker`: MLflow before Ray starts (an unreachable store fails first);
 3. inside :func:`~fetalgan.sweep.cluster.ray_session` (Ray connected or started, the cluster
-   checked, SIGTERM turned into Tune's SIGUSR1: save and stop):
+   checked):
    :func:`open_experiment` (the experiment folder and the files kept in it),
    :func:`open_tracking` (the parent run, the write queue), the real-image statistics warmed
    (:func:`warm_real_statistics`), :func:`build_tuner` (a new ``Tuner``, or
-   ``Tuner.restore`` on ``resume``) and its fit;
+   ``Tuner.restore`` on ``resume``) and its fit, during which SIGTERM is turned into Tune's
+   SIGUSR1, save and stop (:func:`~fetalgan.sweep.cluster.term_saves`);
 4. :func:`finish`: the tracking writes drained, the final selection, the summary, the parent
    run ended and the best model registered.
 
@@ -38,7 +39,14 @@ from fetalgan.config import (
 )
 from fetalgan.evaluation import Objective
 from fetalgan.sweep import space
-from fetalgan.sweep.cluster import _ensure_ray, check_cluster, ray_address, ray_output, ray_session
+from fetalgan.sweep.cluster import (
+    _ensure_ray,
+    check_cluster,
+    ray_address,
+    ray_output,
+    ray_session,
+    term_saves,
+)
 from fetalgan.sweep.experiment import (
     OUTCOME_FILE,
     SAVED_FILE,
@@ -180,13 +188,14 @@ def run_sweep(
         options=options or RunOptions(),
     )
     connect_tracker(run, tracking_uri)  # MLflow first: an unreachable server fails before Ray
-    with ray_session(run.cfg, verbose):  # cluster checked before any write; TERM saves like USR1
+    with ray_session(run.cfg, verbose):  # the cluster checked before anything is written
         open_experiment(run)
         open_tracking(run)
         if run.options.warm_statistics:
             warm_real_statistics(run.cfg)
         tuner = build_tuner(run)
-        grid = tuner.fit()
+        with term_saves():  # Slurm/scancel's TERM: save and stop like USR1
+            grid = tuner.fit()
     return finish(run, grid)
 
 
