@@ -407,7 +407,7 @@ def format_selected(best: dict) -> str:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from fetalgan.sweep.run import select_sweep
+    from fetalgan.sweep.select import select_sweep
 
     result = select_sweep(
         args.experiment,

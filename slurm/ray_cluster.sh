@@ -218,7 +218,7 @@ set_run
 read -r -d '' READ_SWEEP <<'EOF' || true
 import argparse, os, sys
 from fetalgan.config import load_sweep
-from fetalgan.sweep.run import storage_root
+from fetalgan.sweep.experiment import storage_root
 options = argparse.ArgumentParser(add_help=False)
 options.add_argument("--set", action="append", default=[])
 options.add_argument("--storage")

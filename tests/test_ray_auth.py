@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROBE = r"""
 import json, os, subprocess, sys
 import ray
-from fetalgan.sweep.run import _ensure_ray
+from fetalgan.sweep.cluster import _ensure_ray
 
 os.environ["RAY_AUTH_MODE"] = "disabled"  # what the caller had: not used for a local Ray
 assert _ensure_ray()

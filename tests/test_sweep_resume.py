@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from fetalgan.config import load_sweep, to_dict
-from fetalgan.sweep.run import SAVED_FILE, SAVED_SWEEP, RunOptions, check_unedited, run_sweep
+from fetalgan.sweep.experiment import SAVED_FILE, SAVED_SWEEP, check_unedited
+from fetalgan.sweep.run import RunOptions, run_sweep
 
 SWEEP = {
     "name": "edits",

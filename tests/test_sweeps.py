@@ -196,7 +196,7 @@ def test_max_concurrent_auto_fills_the_cluster(resources, workers, cluster, expe
 
 
 def test_empty_ray_address_counts_as_unset(monkeypatch):
-    from fetalgan.sweep.run import ray_address
+    from fetalgan.sweep.cluster import ray_address
 
     for empty in ("", "  "):
         monkeypatch.setenv("RAY_ADDRESS", empty)

@@ -40,19 +40,13 @@ from fetalgan.config import (
 from fetalgan.evaluation import Objective
 from fetalgan.sweep import space
 from fetalgan.sweep.cluster import (
-    _ensure_ray,
-    check_cluster,
-    ray_address,
-    ray_output,
     ray_session,
     term_saves,
 )
 from fetalgan.sweep.experiment import (
     OUTCOME_FILE,
-    SAVED_FILE,
     SAVED_SWEEP,
     SELECTION_DIR,
-    STATE_FILE,
     absolute_paths,
     absolute_select_paths,
     check_unedited,
@@ -63,34 +57,10 @@ from fetalgan.sweep.experiment import (
     storage_root,
     write_state,
 )
-from fetalgan.sweep.select import final_selection, select_sweep
+from fetalgan.sweep.select import final_selection
 from fetalgan.sweep.summary import print_summary, summarise
 from fetalgan.sweep.trainable import TrialSpec, sweep_trial, trial_dirname
 from fetalgan.tracking.names import EXPERIMENT_PATH_TAG
-
-__all__ = [  # what was defined here before the driver was split: importable from here still
-    "OUTCOME_FILE",
-    "SAVED_FILE",
-    "SAVED_SWEEP",
-    "SELECTION_DIR",
-    "STATE_FILE",
-    "RunOptions",
-    "SweepRun",
-    "_ensure_ray",
-    "absolute_paths",
-    "absolute_select_paths",
-    "check_cluster",
-    "check_unedited",
-    "describe_sweep",
-    "disk_use",
-    "final_selection",
-    "ray_address",
-    "ray_output",
-    "run_sweep",
-    "select_sweep",
-    "storage_root",
-    "warm_real_statistics",
-]
 
 
 @dataclass(frozen=True)
