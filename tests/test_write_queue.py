@@ -13,7 +13,7 @@ import pytest
 
 from fetalgan.config import TrainConfig, to_dict
 from fetalgan.evaluation import Evaluation
-from fetalgan.tracking.write_queue import DONE_FILE, QUEUE_FILE, WriteQueue
+from fetalgan.tracking.write_queue import DONE_FILE, QUEUE_FILE, Queued, WriteQueue
 from fetalgan.tracking.writes import (
     KINDS,
     EndTrial,
@@ -254,9 +254,9 @@ def test_each_write_kind_reads_back_from_its_journal_line(tmp_path):
     ]
     assert {type(w) for w in writes} == set(KINDS.values())
     for write in writes:
-        line = json.loads(json.dumps({"op": write.op, "args": write.args(), "files": {
-            k: str(v) if v else None for k, v in write.files().items()}}))  # fmt: skip
-        assert read_write(line["op"], line["args"], line["files"]) == write
+        line = json.loads(json.dumps(Queued(7, "t1", write).record()))
+        assert set(line) == {"seq", "op", "trial", "args", "files"} and line["op"] == write.op
+        assert Queued.read(line, tmp_path / QUEUE_FILE) == Queued(7, "t1", write)
     # the lines the string-keyed queue wrote (files only where given, args only where given)
     assert read_write("end_trial", {"status": "KILLED"}, {}) == EndTrial(status="KILLED")
     assert read_write(
