@@ -378,19 +378,26 @@ def test_a_sweep_without_trials_yet(sweep, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# The rules on hand-made sweep records (the shape fetalgan.tracking.sweep_runs returns)
+# The rules on hand-made sweep records (built from the shape fetalgan.tracking.sweep_runs
+# returns, as the report builds them)
 # --------------------------------------------------------------------------------------------
 
 
 def _trial(run_id: str, history: dict, *, status: str = "FINISHED", tags: dict | None = None):
-    return {"run_id": run_id, "run_name": run_id, "status": status, "params": {},
-            "tags": tags or {}, "metrics": {k: v[-1][1] for k, v in history.items()},
-            "history": history}  # fmt: skip
+    from fetalgan.report import RunRecord
+
+    return RunRecord.from_run(
+        {"run_id": run_id, "run_name": run_id, "status": status, "params": {},
+         "tags": tags or {}, "metrics": {k: v[-1][1] for k, v in history.items()},
+         "history": history}
+    )  # fmt: skip
 
 
-def _sweep(trials: list[dict], mode: str = "min") -> dict:
-    return {"metric": "fid", "mode": mode, "trials": trials, "parent": None,
-            "tracking_uri": "sqlite:///unused.db", "experiment": "hand_made"}  # fmt: skip
+def _sweep(trials: list, mode: str = "min"):
+    from fetalgan.report import SweepRecord
+
+    return SweepRecord(metric="fid", mode=mode, trials=trials, parent=None,
+                       tracking_uri="sqlite:///unused.db", experiment="hand_made")  # fmt: skip
 
 
 def test_a_trials_best_is_its_logged_running_best():
@@ -416,9 +423,9 @@ def test_the_best_trial_is_the_finished_one_with_the_best_best_value():
     stopped = _trial("stopped", {"fid": [(1, 45.0)]}, tags={"stopped_early": "true"})
     failed = _trial("failed", {"fid": [(1, 5.0)]}, status="FAILED")
     running = _trial("running", {"fid": [(1, 1.0)]}, status="RUNNING")
-    assert best_trial(_sweep([steady, diverged, stopped, failed, running]))["run_id"] == "diverged"
-    assert best_trial(_sweep([steady, stopped]))["run_id"] == "stopped"  # ASHA stops count
-    assert best_trial(_sweep([steady, diverged, failed], mode="max"))["run_id"] == "diverged"
+    assert best_trial(_sweep([steady, diverged, stopped, failed, running])).run_id == "diverged"
+    assert best_trial(_sweep([steady, stopped])).run_id == "stopped"  # ASHA stops count
+    assert best_trial(_sweep([steady, diverged, failed], mode="max")).run_id == "diverged"
     assert best_trial(_sweep([failed, running])) is None
 
 
@@ -459,7 +466,7 @@ def test_best_samples_fall_back_to_the_latest_grid(tmp_path, monkeypatch):
     trial = _trial("t", {"fid": [(1, 90.0), (2, 40.0), (3, 70.0)]})
     sweep = _sweep([trial])
     path, epoch, note = best_samples(sweep, trial, tmp_path)
-    assert asked == [("t", 2, sweep["tracking_uri"]), ("t", None, sweep["tracking_uri"])]
+    assert asked == [("t", 2, sweep.tracking_uri), ("t", None, sweep.tracking_uri)]
     assert path == tmp_path / "best_samples.png" and path.read_bytes() == latest.read_bytes()
     assert epoch is None and "no grid logged at the best epoch (2)" in note
 

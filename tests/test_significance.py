@@ -1,4 +1,5 @@
-"""The report's test for a difference across data sizes (the DCGAN study's headline result)."""
+"""The report's test for a difference across data sizes (the DCGAN study's headline result),
+in :mod:`fetalgan.study.stats`."""
 
 from __future__ import annotations
 
@@ -7,31 +8,32 @@ import math
 import pytest
 from scipy import stats
 
-from fetalgan.report import across_groups, significance_table
+from fetalgan.report.records import RunRecord
+from fetalgan.study.stats import across_groups, significance_table
 
 
-def _trial(size: int, fid: list[tuple[int, float]], psnr: list[tuple[int, float]]) -> dict:
-    return {
-        "run_id": f"r{size}-{fid[0][1]}",
-        "run_name": f"size{size}",
-        "status": "FINISHED",
-        "tags": {},
-        "params": {"data.size": str(size)},
-        "history": {"fid": fid, "psnr": psnr},
-    }
+def _trial(size: int, fid: list[tuple[int, float]], psnr: list[tuple[int, float]]) -> RunRecord:
+    return RunRecord.from_run(
+        {
+            "run_id": f"r{size}-{fid[0][1]}",
+            "run_name": f"size{size}",
+            "status": "FINISHED",
+            "tags": {},
+            "params": {"data.size": str(size)},
+            "history": {"fid": fid, "psnr": psnr},
+        }
+    )
 
 
 # Two trials per data size (two seeds), evaluated at epochs 2 and 4.
-SWEEP = {
-    "trials": [
-        _trial(100, [(2, 310.0), (4, 250.0)], [(2, 11.0), (4, 11.4)]),
-        _trial(100, [(2, 305.0), (4, 262.0)], [(2, 11.2), (4, 11.1)]),
-        _trial(300, [(2, 280.0), (4, 240.0)], [(2, 11.3), (4, 11.6)]),
-        _trial(300, [(2, 290.0), (4, 233.0)], [(2, 10.9), (4, 11.5)]),
-        _trial(500, [(2, 270.0), (4, 221.0)], [(2, 11.1), (4, 11.8)]),
-        _trial(500, [(2, 301.0), (4, 228.0)], [(2, 11.0), (4, 11.7)]),
-    ]
-}
+TRIALS = [
+    _trial(100, [(2, 310.0), (4, 250.0)], [(2, 11.0), (4, 11.4)]),
+    _trial(100, [(2, 305.0), (4, 262.0)], [(2, 11.2), (4, 11.1)]),
+    _trial(300, [(2, 280.0), (4, 240.0)], [(2, 11.3), (4, 11.6)]),
+    _trial(300, [(2, 290.0), (4, 233.0)], [(2, 10.9), (4, 11.5)]),
+    _trial(500, [(2, 270.0), (4, 221.0)], [(2, 11.1), (4, 11.8)]),
+    _trial(500, [(2, 301.0), (4, 228.0)], [(2, 11.0), (4, 11.7)]),
+]
 
 
 def test_across_groups_equals_scipy():
@@ -55,7 +57,7 @@ def test_untestable_groups_give_nan_not_an_error():
 
 
 def test_significance_table_pools_epochs_then_tests_each():
-    table = significance_table(SWEEP, ["data.size", "seed"], ["fid", "psnr", "loss_g"])
+    table = significance_table(TRIALS, ["data.size", "seed"], ["fid", "psnr", "loss_g"])
     rows = [dict(zip(table["header"], r["cells"], strict=True)) for r in table["rows"]]
     assert [(r["metric"], r["epochs"]) for r in rows] == [
         ("fid", "pooled"), ("fid", 2), ("fid", 4), ("psnr", "pooled"), ("psnr", 2), ("psnr", 4),
@@ -77,4 +79,4 @@ def test_significance_table_pools_epochs_then_tests_each():
 
 
 def test_no_table_when_data_size_does_not_vary():
-    assert significance_table(SWEEP, ["lr_g"], ["fid"]) is None
+    assert significance_table(TRIALS, ["lr_g"], ["fid"]) is None

@@ -313,7 +313,7 @@ def test_runs_logged_with_the_bare_tag_names_still_read(tmp_path, store):
     """A sweep logged before the tags moved under ``fetalgan.``: the best run, the parent's
     experiment folder, a trial's end and where it ran read from the bare names; a restarted
     trial loses its bare ``error`` tag as it loses the new one."""
-    from fetalgan.report import environment_table, trial_hosts, trial_state
+    from fetalgan.report import SweepRecord, environment_table, trial_hosts, trial_state
     from fetalgan.tracking.queries import sweep_parent_run, sweep_runs
 
     tracker = SweepTracker("old", tracking_uri=store)
@@ -333,10 +333,10 @@ def test_runs_logged_with_the_bare_tag_names_still_read(tmp_path, store):
     client.set_terminated(crashed, "FAILED")
 
     assert sweep_parent_run("old", tracking_uri=store)["experiment_path"] == "/old/ray_results/old"
-    sweep = sweep_runs("old", tracking_uri=store)
-    trials = {t["run_id"]: t for t in sweep["trials"]}
+    sweep = SweepRecord.from_runs(sweep_runs("old", tracking_uri=store))
+    trials = {t.run_id: t for t in sweep.trials}
     assert trial_state(trials[stopped]) == "stopped"
-    assert names.tag(trials[crashed]["tags"], names.ERROR_TAG) == "RuntimeError: boom"
+    assert names.tag(trials[crashed].tags, names.ERROR_TAG) == "RuntimeError: boom"
     assert trial_hosts(sweep)[0] == {"host": "gpu-7", "ip": "10.0.0.7", "trials": 1}
     hosts = next(row for row in environment_table(sweep) if row["key"] == "host")
     assert ("login-1", 1) in hosts["values"]

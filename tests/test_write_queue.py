@@ -13,7 +13,18 @@ import pytest
 
 from fetalgan.config import TrainConfig, to_dict
 from fetalgan.evaluation import Evaluation
-from fetalgan.tracking.write_queue import DONE_FILE, QUEUE_FILE, WriteQueue
+from fetalgan.tracking.write_queue import DONE_FILE, QUEUE_FILE, Queued, WriteQueue
+from fetalgan.tracking.writes import (
+    KINDS,
+    EndTrial,
+    LogEvaluation,
+    LogEvaluationFiles,
+    LogLastWeights,
+    SetRestarts,
+    StartTrial,
+    Unreadable,
+    read_write,
+)
 
 
 class HealthEndpoint:
@@ -98,8 +109,8 @@ def _queue(directory, endpoint, calls, **kwargs) -> WriteQueue:
     )
 
 
-def _evaluation(epoch: int, *, is_best: bool = False) -> dict:
-    return Evaluation(epoch=epoch, values={"fid": 10.0 - epoch}, is_best=is_best).to_dict()
+def _evaluation(epoch: int, *, is_best: bool = False) -> Evaluation:
+    return Evaluation(epoch=epoch, values={"fid": 10.0 - epoch}, is_best=is_best)
 
 
 def test_writes_wait_for_the_store_and_survive_a_driver_restart(tmp_path, endpoint):
@@ -109,15 +120,10 @@ def test_writes_wait_for_the_store_and_survive_a_driver_restart(tmp_path, endpoi
     grid.write_text("grid of epoch 1")
     queue = _queue(directory, endpoint, calls)
     for trial in ("a", "b"):
-        queue.put("start_trial", trial, {"name": trial, "config": {}})
+        queue.put(trial, StartTrial(name=trial, config={}))
         for epoch in (1, 2):
-            queue.put("log_evaluation", trial, {"evaluation": _evaluation(epoch)})
-        queue.put(
-            "log_evaluation_files",
-            trial,
-            {"evaluation": _evaluation(2)},
-            files={"sample_grid": grid},
-        )
+            queue.put(trial, LogEvaluation(evaluation=_evaluation(epoch)))
+        queue.put(trial, LogEvaluationFiles(evaluation=_evaluation(2), sample_grid=grid))
     grid.unlink()  # Tune dropped its checkpoint: the queue kept its own link
     assert not queue.drain(0.5)  # the store is away: nothing gets through, nothing is lost
     assert calls == [] and queue.pending() == 8 and queue.down_for() is not None
@@ -127,7 +133,7 @@ def test_writes_wait_for_the_store_and_survive_a_driver_restart(tmp_path, endpoi
     endpoint.up = True
     queue = _queue(directory, endpoint, calls)  # the next driver (--resume)
     assert queue.replayed_from_disk == 8
-    queue.put("end_trial", "a", {"status": "FINISHED"})
+    queue.put("a", EndTrial(status="FINISHED"))
     assert queue.drain(30)
     assert queue.runs == {"a": "run-a", "b": "run-b"}
     for trial in ("a", "b"):
@@ -156,7 +162,12 @@ def test_a_write_done_before_a_crash_is_not_replayed(tmp_path, endpoint):
     directory.mkdir()
     records = [
         {"seq": 0, "op": "start_trial", "trial": "a", "args": {"name": "a", "config": {}}},
-        {"seq": 1, "op": "log_evaluation", "trial": "a", "args": {"evaluation": _evaluation(1)}},
+        {
+            "seq": 1,
+            "op": "log_evaluation",
+            "trial": "a",
+            "args": {"evaluation": _evaluation(1).to_dict()},
+        },
     ]
     lines = [json.dumps({**r, "files": {}}) for r in records]
     (directory / QUEUE_FILE).write_text("\n".join(lines) + '\n{"seq": 2, "op": "end_tr')  # torn
@@ -171,15 +182,12 @@ def test_a_write_done_before_a_crash_is_not_replayed(tmp_path, endpoint):
 def test_a_best_file_a_later_queued_best_replaces_is_not_uploaded(tmp_path, endpoint):
     calls: list = []
     queue = _queue(tmp_path / "queue", endpoint, calls, workers=1)
-    queue.put("start_trial", "a", {"name": "a", "config": {}})
+    queue.put("a", StartTrial(name="a", config={}))
     for epoch in (1, 2, 3):
         best = tmp_path / f"best_{epoch}.pt"
         best.write_text(f"best of epoch {epoch}")
         queue.put(
-            "log_evaluation_files",
-            "a",
-            {"evaluation": _evaluation(epoch, is_best=True)},
-            files={"best_weights": best},
+            "a", LogEvaluationFiles(evaluation=_evaluation(epoch, is_best=True), best_weights=best)
         )
     endpoint.up = True
     assert queue.drain(30)
@@ -192,9 +200,9 @@ def test_a_write_the_answering_store_refuses_is_set_aside(tmp_path, endpoint):
     calls: list = []
     endpoint.up = True
     queue = _queue(tmp_path / "queue", endpoint, calls)
-    queue.put("start_trial", "a", {"name": "a", "config": {}})
-    queue.put("set_restarts", "a", {"restarts": 1})  # the Recorder has no such method
-    queue.put("end_trial", "a", {"status": "FINISHED"})
+    queue.put("a", StartTrial(name="a", config={}))
+    queue.put("a", SetRestarts(restarts=1))  # the Recorder has no such method
+    queue.put("a", EndTrial(status="FINISHED"))
     with pytest.warns(UserWarning, match="set_restarts of trial a refused"):
         assert queue.drain(30)
     assert [name for name, _, _ in calls] == ["start_trial", "end_trial"]
@@ -212,15 +220,11 @@ def test_every_write_reaches_a_sqlite_store_once(tmp_path):
     parent = tracker.start_parent()
     args = {"experiment": "queued", "tracking_uri": store, "parent_run_id": parent}
     queue = WriteQueue(tmp_path / "queue", args)
-    queue.put("start_trial", "t1", {"name": "t1", "config": to_dict(TrainConfig())})
+    queue.put("t1", StartTrial(name="t1", config=to_dict(TrainConfig())))
     reported = int(time.time() * 1000)
     for epoch in (1, 2, 2):  # the second epoch 2: a write replayed after a crash
-        queue.put(
-            "log_evaluation",
-            "t1",
-            {"evaluation": _evaluation(epoch), "timestamp_ms": reported + epoch},
-        )
-    queue.put("end_trial", "t1", {"status": "FINISHED"})
+        queue.put("t1", LogEvaluation(evaluation=_evaluation(epoch), timestamp_ms=reported + epoch))
+    queue.put("t1", EndTrial(status="FINISHED"))
     assert queue.drain(60)
     queue.close()
     client = MlflowClient(tracking_uri=store)
@@ -229,3 +233,58 @@ def test_every_write_reaches_a_sqlite_store_once(tmp_path):
     assert run.data.params["epochs"] == str(TrainConfig().epochs)
     history = client.get_metric_history(run.info.run_id, "fid")
     assert sorted((m.step, m.value) for m in history) == [(1, 9.0), (2, 8.0)]
+
+
+def test_each_write_kind_reads_back_from_its_journal_line(tmp_path):
+    """Every kind's journal line (``op``, ``args``, ``files``, the format journals had before
+    the writes were typed) reads back as the same write: a resumed sweep replays them."""
+    grid = tmp_path / "grid.png"
+    writes = [
+        StartTrial(name="t1 lr=0.1", config={"lr_g": 0.1}),
+        LogEvaluation(
+            evaluation=_evaluation(3, is_best=True),
+            system={"cpu_percent": 5.0},
+            tags={"fetalgan.worker_host": "node1"},
+            timestamp_ms=123,
+        ),
+        LogEvaluationFiles(evaluation=_evaluation(3), sample_grid=grid),
+        LogLastWeights(checkpoint_file=tmp_path / "checkpoint.pt"),
+        SetRestarts(restarts=2),
+        EndTrial(status="FAILED", error="Traceback ..."),
+    ]
+    assert {type(w) for w in writes} == set(KINDS.values())
+    for write in writes:
+        line = json.loads(json.dumps(Queued(7, "t1", write).record()))
+        assert set(line) == {"seq", "op", "trial", "args", "files"} and line["op"] == write.op
+        assert Queued.read(line, tmp_path / QUEUE_FILE) == Queued(7, "t1", write)
+    # the lines the string-keyed queue wrote (files only where given, args only where given)
+    assert read_write("end_trial", {"status": "KILLED"}, {}) == EndTrial(status="KILLED")
+    assert read_write(
+        "log_evaluation_files", {"evaluation": _evaluation(2).to_dict()}, {"sample_grid": None}
+    ) == LogEvaluationFiles(evaluation=_evaluation(2))
+    unknown = read_write("log_weather", {"rain": 1}, {}, where="queue.jsonl")
+    assert isinstance(unknown, Unreadable) and unknown.op == "log_weather"
+    assert "unknown write 'log_weather'" in unknown.reason
+    assert isinstance(read_write("set_restarts", {"times": 1}, {}), Unreadable)
+
+
+def test_a_journal_line_of_an_unknown_kind_is_set_aside(tmp_path, endpoint):
+    calls: list = []
+    directory = tmp_path / "queue"
+    directory.mkdir()
+    records = [
+        {"seq": 0, "op": "start_trial", "trial": "a", "args": {"name": "a", "config": {}}},
+        {"seq": 1, "op": "log_weather", "trial": "a", "args": {"rain": 1}},
+        {"seq": 2, "op": "end_trial", "trial": "a", "args": {"status": "FINISHED"}},
+    ]
+    (directory / QUEUE_FILE).write_text(
+        "".join(json.dumps({**r, "files": {}}) + "\n" for r in records)
+    )
+    endpoint.up = True
+    queue = _queue(directory, endpoint, calls)
+    with pytest.warns(UserWarning, match="log_weather of trial a refused"):
+        assert queue.drain(30)
+    assert [name for name, _, _ in calls] == ["start_trial", "end_trial"]
+    failed = [json.loads(line) for line in (directory / "failed.jsonl").open()]
+    assert [f["seq"] for f in failed] == [1] and "unknown write" in failed[0]["error"]
+    queue.close()

@@ -20,6 +20,9 @@ they agree with each other, and which image metrics follow their quality ratings
 The real reference set is the study's own real images unless ``real`` names a larger one (a
 dataset as ``fetalgan.data.real_data`` reads it, brought to the study's resolution by the
 training transform the study was made with, its ``fit``).
+
+The tests themselves (Cohen's kappa, Spearman, Pearson) are pure functions in
+:mod:`fetalgan.study.stats`, beside the sweep report's test across data sizes.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import numpy as np
 from fetalgan.files import atomic_write_text
 from fetalgan.metrics.image import LBPV_ELEMENT_KEYS, LBPV_ELEMENTS
 from fetalgan.study import store
+from fetalgan.study.stats import cohen_kappa, pearson, spearman
 
 if TYPE_CHECKING:
     from fetalgan.config import DataConfig
@@ -103,47 +107,6 @@ def rater_stats(answers: list[store.Answer], n_images: int) -> dict[str, dict[st
     for rater, items in sorted(by_rater.items()):
         out[rater] = answer_stats(items) | {"complete": len(items) == n_images}
     return out
-
-
-def cohen_kappa(labels_a: list[str], labels_b: list[str]) -> float | None:
-    """Cohen's kappa of two raters' labels of the same items: ``(p_o - p_e) / (1 - p_e)`` with
-    ``p_o`` the observed agreement and ``p_e = sum_k p_a(k) p_b(k)`` the chance agreement.
-    None when undefined (no items, or ``p_e = 1``: both gave one and the same label to all)."""
-    if len(labels_a) != len(labels_b):
-        raise ValueError(f"kappa: {len(labels_a)} labels against {len(labels_b)}")
-    n = len(labels_a)
-    if n == 0:
-        return None
-    p_o = sum(a == b for a, b in zip(labels_a, labels_b, strict=True)) / n
-    categories = set(labels_a) | set(labels_b)
-    p_e = sum((labels_a.count(k) / n) * (labels_b.count(k) / n) for k in categories)
-    if math.isclose(p_e, 1.0):
-        return None
-    return (p_o - p_e) / (1 - p_e)
-
-
-def _is_constant(values) -> bool:
-    return len(set(np.asarray(values, dtype=float).tolist())) < 2
-
-
-def spearman(x, y) -> tuple[float | None, float | None]:
-    """Spearman's rho and p; (None, None) with fewer than 3 pairs or a constant side."""
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or _is_constant(x) or _is_constant(y):
-        return None, None
-    result = spearmanr(x, y)
-    return float(result.statistic), float(result.pvalue)
-
-
-def pearson(x, y) -> tuple[float | None, float | None]:
-    """Pearson r and two-sided p; (None, None) with fewer than 3 pairs or a constant side."""
-    from scipy.stats import pearsonr
-
-    if len(x) < 3 or _is_constant(x) or _is_constant(y):
-        return None, None
-    result = pearsonr(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
-    return float(result.statistic), float(result.pvalue)
 
 
 def agreement(answers: list[store.Answer]) -> list[dict[str, Any]]:

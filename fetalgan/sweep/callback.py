@@ -22,6 +22,15 @@ from fetalgan.files import atomic_write_text
 from fetalgan.sweep.space import describe, trial_config
 from fetalgan.sweep.trainable import STAGE_DIR, TrialSpec, sample_grid_name
 from fetalgan.tracking.names import BEST_CHECKPOINT, WORKER_HOST_TAG, WORKER_IP_TAG, WORKERS_TAG
+from fetalgan.tracking.writes import (
+    EndTrial,
+    LogEvaluation,
+    LogEvaluationFiles,
+    LogLastWeights,
+    SetRestarts,
+    StartTrial,
+    Write,
+)
 
 QUEUE_DIR = "fetalgan_tracking"  # in the experiment dir: the queued tracking writes
 
@@ -79,12 +88,12 @@ class TrackingCallback(tune.Callback):
     def queue_dir(self) -> Path:
         return Path(self.outcome_file).parent / QUEUE_DIR
 
-    def _put(self, op: str, trial, args: dict | None = None, files: dict | None = None) -> None:
+    def _put(self, trial, write: Write) -> None:
         if self.queue is None:
             from fetalgan.tracking.write_queue import open_write_queue
 
             self.queue = open_write_queue(self.queue_dir, self.tracker_args)
-        self.queue.put(op, trial.trial_id, args, files)
+        self.queue.put(trial.trial_id, write)
 
     def config_of(self, trial) -> TrainConfig:
         if trial.trial_id not in self.configs:
@@ -96,7 +105,7 @@ class TrackingCallback(tune.Callback):
     @_timed
     def on_trial_start(self, iteration, trials, trial, **info):
         name = f"{trial.trial_id} {describe(trial.config)}".strip()
-        self._put("start_trial", trial, {"name": name, "config": to_dict(self.config_of(trial))})
+        self._put(trial, StartTrial(name=name, config=to_dict(self.config_of(trial))))
         self.started.add(trial.trial_id)
         self.ended.discard(trial.trial_id)
 
@@ -146,14 +155,13 @@ class TrackingCallback(tune.Callback):
             if key in result
         }
         self._put(
-            "log_evaluation",
             trial,
-            {
-                "evaluation": evaluation.to_dict(),
-                "system": json.loads(result.get("system") or "{}"),
-                "tags": where,
-                "timestamp_ms": int(time.time() * 1000),  # when reported, not when replayed
-            },
+            LogEvaluation(
+                evaluation=evaluation,
+                system=json.loads(result.get("system") or "{}"),
+                tags=where,
+                timestamp_ms=int(time.time() * 1000),  # when reported, not when replayed
+            ),
         )
         return evaluation
 
@@ -164,15 +172,16 @@ class TrackingCallback(tune.Callback):
     def _log_files(self, trial, evaluation: Evaluation, directory: Path) -> None:
         """Sample grid and weights: the queue hard-links the files now (Tune keeps one
         checkpoint per trial and drops it once the next is stored) and uploads them later."""
-        files = {
-            "best_weights": directory / BEST_CHECKPOINT if evaluation.is_best else None,
-            "sample_grid": directory / sample_grid_name(evaluation.epoch),
+        files = LogEvaluationFiles(
+            evaluation=evaluation,
+            best_weights=directory / BEST_CHECKPOINT if evaluation.is_best else None,
+            sample_grid=directory / sample_grid_name(evaluation.epoch),
             # the full state only where weights of this epoch are kept (checkpoint_epochs)
-            "checkpoint_file": directory / CHECKPOINT_NAME
+            checkpoint_file=directory / CHECKPOINT_NAME
             if evaluation.epoch in self.tracker_args.get("checkpoint_epochs", ())
             else None,
-        }
-        self._put("log_evaluation_files", trial, {"evaluation": evaluation.to_dict()}, files)
+        )
+        self._put(trial, files)
 
     @_timed
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -186,16 +195,12 @@ class TrackingCallback(tune.Callback):
         latest = trial.checkpoint.path if trial.checkpoint is not None else None
         latest = latest or (trial.last_result or {}).get("checkpoint_path")
         if latest:
-            self._put(
-                "log_last_weights",
-                trial,
-                files={"checkpoint_file": Path(latest) / CHECKPOINT_NAME},
-            )
+            self._put(trial, LogLastWeights(checkpoint_file=Path(latest) / CHECKPOINT_NAME))
         last_epoch = int((trial.last_result or {}).get("epoch", 0))
         stopped = last_epoch < self.config_of(trial).epochs
         if stopped:
             self.stopped_early.add(trial.trial_id)
-        self._put("end_trial", trial, {"status": "FINISHED", "stopped_early": stopped})
+        self._put(trial, EndTrial(status="FINISHED", stopped_early=stopped))
         self.ended.add(trial.trial_id)
         _remove_stage(trial)
 
@@ -203,14 +208,14 @@ class TrackingCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         if trial.trial_id not in self.started:
             return
-        self._put("end_trial", trial, {"status": "FAILED", "error": trial_error(trial)})
+        self._put(trial, EndTrial(status="FAILED", error=trial_error(trial)))
         self.ended.add(trial.trial_id)
         _remove_stage(trial)
 
     @_timed
     def on_trial_recover(self, iteration, trials, trial, **info):
         # it restarts from its last checkpoint into this run
-        self._put("set_restarts", trial, {"restarts": trial.num_failures})
+        self._put(trial, SetRestarts(restarts=trial.num_failures))
 
     @_timed
     def on_experiment_end(self, trials, **info):
@@ -218,7 +223,7 @@ class TrackingCallback(tune.Callback):
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         self.interrupted = bool(killed or unfinished)
         for trial in killed:
-            self._put("end_trial", trial, {"status": "KILLED"})
+            self._put(trial, EndTrial(status="KILLED"))
         outcome = {
             "interrupted": self.interrupted,
             "runs": dict(self.queue.runs) if self.queue is not None else {},

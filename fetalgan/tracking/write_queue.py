@@ -1,8 +1,9 @@
 """A sweep's tracking writes, queued on disk and replayed in order by background threads, so the
 sweep driver (Tune's event loop) never waits on MLflow.
 
-The driver's callback puts each write (a trial's start, an evaluation's numbers, its files,
-restarts, its end) into the queue and returns at once. Threads replay the writes through a
+The driver's callback puts each write (a :mod:`~fetalgan.tracking.writes` object: a trial's
+start, an evaluation's numbers, its files, restarts, its end) into the queue and returns at
+once. Threads replay the writes through a
 :class:`~fetalgan.tracking.writer.SweepTracker`: a trial's writes in the order they were put
 (its run is started before its metrics, ended after its last files), different trials' writes in
 parallel; an evaluation's numbers may pass the trial's queued files (:data:`MERGED`). While
@@ -13,8 +14,9 @@ stops: the queue lives in the experiment directory, and the next driver of the s
 
 On disk (``DIR``, ``<experiment>/fetalgan_tracking`` for a sweep):
 
-- ``queue.jsonl``: one line per write, ``{seq, op, trial, args, files}``, appended and flushed
-  when put (a torn last line, from a driver killed mid-write, is ignored);
+- ``queue.jsonl``: one line per write, ``{seq, op, trial, args, files}`` (the write's kind,
+  fields and file fields: :mod:`~fetalgan.tracking.writes`), appended and flushed when put (a
+  torn last line, from a driver killed mid-write, is ignored);
 - ``done.jsonl``: the ``seq`` of each write done (with the run id a ``start_trial`` made);
 - ``failed.jsonl``: writes the store refused five times while it answered (warned, kept);
 - ``spool/SEQ/``: hard links (else copies) of the files a write uploads, taken when it is put:
@@ -29,6 +31,7 @@ in one request: a backlog drains at the pace the store allows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -36,32 +39,30 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fetalgan.evaluation import Evaluation
+from fetalgan.tracking.writes import (
+    LogEvaluation,
+    LogEvaluationFiles,
+    StartTrial,
+    Unreadable,
+    Write,
+    read_write,
+)
 
 QUEUE_FILE = "queue.jsonl"
 DONE_FILE = "done.jsonl"
 FAILED_FILE = "failed.jsonl"
 SPOOL_DIR = "spool"
-# SweepTracker methods a queued write may call; each takes the trial's run id first.
-WRITES = (
-    "start_trial",
-    "log_evaluation",
-    "log_evaluation_files",
-    "log_last_weights",
-    "set_restarts",
-    "end_trial",
-)
-REPLACED = ("best_weights",)  # files the trial's next one replaces (checkpoint/best.pt)
 REFUSALS = 5  # a write the answering store refuses this often is set aside (failed.jsonl)
 # Evaluation numbers go first, and a trial's queued numbers together in one request, passing
 # the trial's queued files (uploads: several requests each), which keep their order among
 # themselves; other writes are barriers. Under load the numbers stay current while files
 # catch up (bench/tracking_load.py). MLflow takes 1000 metrics and 100 tags per request.
-MERGED = "log_evaluation"
-OVERTAKEN = ("log_evaluation_files",)  # writes a trial's later numbers may be replayed before
+MERGED = LogEvaluation
+OVERTAKEN = (LogEvaluationFiles,)  # writes a trial's later numbers may be replayed before
 MERGE_MAX = 25
 
 _OPEN: dict[Path, WriteQueue] = {}  # one queue per directory in this process
@@ -77,6 +78,34 @@ def open_write_queue(directory: str | Path, tracker_args: dict, **kwargs) -> Wri
         if queue is None or queue.closed:
             queue = _OPEN[directory] = WriteQueue(directory, tracker_args, **kwargs)
         return queue
+
+
+@dataclass
+class Queued:
+    """A write put in the queue: its place (``seq``), its trial, the write (its files: the
+    queue's spooled links)."""
+
+    seq: int
+    trial: str
+    write: Write
+
+    def record(self) -> dict:
+        """The journal line."""
+        files = {k: str(v) if v else None for k, v in self.write.files().items()}
+        return {
+            "seq": self.seq,
+            "op": self.write.op,
+            "trial": self.trial,
+            "args": self.write.args(),
+            "files": files,
+        }
+
+    @classmethod
+    def read(cls, record: dict, where: Path) -> Queued:
+        write = read_write(
+            record["op"], record.get("args") or {}, record.get("files") or {}, where=str(where)
+        )
+        return cls(record["seq"], record["trial"], write)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -123,7 +152,7 @@ class WriteQueue:
         self._tracker_lock = threading.Lock()
         self._lock = threading.Condition()
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id (known once started)
-        self._pending: list[dict] = []  # writes not yet done, in put order
+        self._pending: list[Queued] = []  # writes not yet done, in put order
         self._busy: set[str] = set()  # trials with a write being replayed now
         self._down_since: float | None = None  # when the store stopped answering
         self.last_error: str = ""
@@ -137,7 +166,7 @@ class WriteQueue:
                 if done[record["seq"]].get("run_id"):
                     self.runs[record["trial"]] = done[record["seq"]]["run_id"]
             elif record["seq"] not in failed:
-                self._pending.append(record)
+                self._pending.append(Queued.read(record, self.directory / QUEUE_FILE))
         self.replayed_from_disk = len(self._pending)
         self._files = {
             name: open(self.directory / name, "a", encoding="utf-8")
@@ -154,20 +183,22 @@ class WriteQueue:
 
     # ---- the driver's side -------------------------------------------------------------------
 
-    def put(self, op: str, trial: str, args: dict | None = None, files: dict | None = None) -> int:
-        """Queue write ``op`` (a :class:`SweepTracker` method) for trial ``trial``. ``files``:
-        ``{argument: path}``, spooled now (hard links); ``args``: JSON-able arguments. Returns
-        the write's sequence number."""
+    def put(self, trial: str, write: Write) -> int:
+        """Queue ``write`` for trial ``trial``; its files are spooled now (hard links).
+        Returns the write's sequence number."""
         with self._lock:
             if self.closed:
                 raise RuntimeError(f"{self.directory}: tracking queue is closed")
             seq = self._next_seq
             self._next_seq += 1
-            record = {"seq": seq, "op": op, "trial": trial, "args": args or {}, "files": {}}
-            if files:
-                record["files"] = self._spool(seq, files)
-            self._append(QUEUE_FILE, record)
-            self._pending.append(record)
+            if write.FILES:
+                spooled = self._spool(seq, write.files())
+                write = dataclasses.replace(
+                    write, **{k: Path(v) if v else None for k, v in spooled.items()}
+                )
+            queued = Queued(seq, trial, write)
+            self._append(QUEUE_FILE, queued.record())
+            self._pending.append(queued)
             self._lock.notify_all()
         return seq
 
@@ -224,7 +255,7 @@ class WriteQueue:
             return self.describe_locked()
 
     def describe_locked(self) -> str:
-        trials = {record["trial"] for record in self._pending}
+        trials = {queued.trial for queued in self._pending}
         text = (
             f"{len(self._pending)} tracking write(s) of {len(trials)} trial(s) queued in "
             f"{self.directory}"
@@ -262,7 +293,7 @@ class WriteQueue:
 
     # ---- the replay threads ------------------------------------------------------------------
 
-    def _next(self) -> list[dict] | None:
+    def _next(self) -> list[Queued] | None:
         """The next write of a trial none of the threads is replaying (waits): the oldest
         evaluation numbers that only files of their trial precede (numbers are one small
         request; files wait), else the oldest write that is its trial's oldest. With numbers,
@@ -272,9 +303,9 @@ class WriteQueue:
             while not self.closed:
                 index = self._pick()
                 if index is not None:
-                    record = self._pending[index]
-                    self._busy.add(record["trial"])
-                    return [record, *self._merged_with(index)]
+                    queued = self._pending[index]
+                    self._busy.add(queued.trial)
+                    return [queued, *self._merged_with(index)]
                 self._lock.wait(1.0)
             return None
 
@@ -282,32 +313,32 @@ class WriteQueue:
         oldest = None
         seen: set[str] = set()  # trials with an earlier pending write
         blocked: set[str] = set()  # trials with an earlier pending write numbers may not pass
-        for i, record in enumerate(self._pending):
-            trial = record["trial"]
+        for i, queued in enumerate(self._pending):
+            trial = queued.trial
             if trial in self._busy:
                 continue
-            if record["op"] == MERGED and trial not in blocked:
+            if isinstance(queued.write, MERGED) and trial not in blocked:
                 return i
             if oldest is None and trial not in seen:
                 oldest = i
             seen.add(trial)
-            if record["op"] not in OVERTAKEN:
+            if not isinstance(queued.write, OVERTAKEN):
                 blocked.add(trial)
         return oldest
 
-    def _merged_with(self, index: int) -> list[dict]:
+    def _merged_with(self, index: int) -> list[Queued]:
         first = self._pending[index]
-        if first["op"] != MERGED:
+        if not isinstance(first.write, MERGED):
             return []
         merged = []
-        for record in self._pending[index + 1 :]:
-            if record["trial"] != first["trial"]:
+        for queued in self._pending[index + 1 :]:
+            if queued.trial != first.trial:
                 continue
-            if record["op"] == MERGED:
-                merged.append(record)
+            if isinstance(queued.write, MERGED):
+                merged.append(queued)
                 if len(merged) + 1 >= MERGE_MAX:
                     break
-            elif record["op"] not in OVERTAKEN:
+            elif not isinstance(queued.write, OVERTAKEN):
                 break
         return merged
 
@@ -320,17 +351,17 @@ class WriteQueue:
                 self._replay_one(records)
             finally:
                 with self._lock:
-                    self._busy.discard(records[0]["trial"])
+                    self._busy.discard(records[0].trial)
                     self._lock.notify_all()
 
-    def _replay_one(self, records: list[dict]) -> None:
+    def _replay_one(self, records: list[Queued]) -> None:
         """One write, or several evaluations' numbers of one trial (done or set aside
         together)."""
-        record = records[0]
+        first = records[0]
         refusals = 0
         while True:
             try:
-                run_id = self._do(record) if len(records) == 1 else self._do_merged(records)
+                run_id = self._do(first) if len(records) == 1 else self._do_merged(records)
             except Exception as err:  # every failure is retried or set aside
                 if self.closed:
                     return
@@ -344,7 +375,7 @@ class WriteQueue:
                 for each in records:
                     self._finish(each, failed=f"{type(err).__name__}: {err}")
                 warnings.warn(
-                    f"tracking: {record['op']} of trial {record['trial']} refused by "
+                    f"tracking: {first.write.op} of trial {first.trial} refused by "
                     f"{self.tracking_uri}: {err} (kept in {self.directory / FAILED_FILE})",
                     stacklevel=2,
                 )
@@ -376,20 +407,20 @@ class WriteQueue:
         with self._lock:
             self._down_since = None
 
-    def _finish(self, record: dict, *, run_id: str | None = None, failed: str = "") -> None:
+    def _finish(self, queued: Queued, *, run_id: str | None = None, failed: str = "") -> None:
         with self._lock:
             if self._files[DONE_FILE].closed:
                 return
             if failed:
-                self._append(FAILED_FILE, {"seq": record["seq"], "error": failed})
+                self._append(FAILED_FILE, {"seq": queued.seq, "error": failed})
             else:
-                self._append(DONE_FILE, {"seq": record["seq"], "run_id": run_id})
-            self._pending = [r for r in self._pending if r["seq"] != record["seq"]]
+                self._append(DONE_FILE, {"seq": queued.seq, "run_id": run_id})
+            self._pending = [q for q in self._pending if q.seq != queued.seq]
             if run_id:
-                self.runs[record["trial"]] = run_id
+                self.runs[queued.trial] = run_id
             self._lock.notify_all()
-        if record.get("files"):
-            shutil.rmtree(self.directory / SPOOL_DIR / str(record["seq"]), ignore_errors=True)
+        if queued.write.files():
+            shutil.rmtree(self.directory / SPOOL_DIR / str(queued.seq), ignore_errors=True)
 
     def tracker(self):
         with self._tracker_lock:
@@ -407,48 +438,44 @@ class WriteQueue:
                     self.runs[trial] = run_id
         return run_id
 
-    def _superseded(self, record: dict, argument: str) -> bool:
+    def _superseded(self, queued: Queued, argument: str) -> bool:
         """A file a later queued write of the same trial replaces in MLflow (``best.pt``)."""
         with self._lock:
             return any(
-                r["trial"] == record["trial"]
-                and r["op"] == record["op"]
-                and r["seq"] > record["seq"]
-                and r["files"].get(argument)
-                for r in self._pending
+                q.trial == queued.trial
+                and type(q.write) is type(queued.write)
+                and q.seq > queued.seq
+                and q.write.files().get(argument)
+                for q in self._pending
             )
 
-    def _do_merged(self, records: list[dict]) -> None:
-        """Several :data:`MERGED` writes of one trial as one ``log_evaluations`` call."""
-        run_id = self._run_of(records[0]["trial"])
+    def _do_merged(self, merged: list[Queued]) -> None:
+        """Several :data:`MERGED` writes of one trial in one request."""
+        run_id = self._run_of(merged[0].trial)
         if run_id is None:
             return None
-        batch = []
-        for record in records:
-            args = dict(record["args"])
-            args["evaluation"] = Evaluation.from_dict(args["evaluation"])
-            batch.append(args)
-        self.tracker().log_evaluations(run_id, batch)
+        MERGED.apply_together(self.tracker(), run_id, [q.write for q in merged])
         return None
 
-    def _do(self, record: dict) -> str | None:
+    def _do(self, queued: Queued) -> str | None:
         """One write; the run id when it was a trial's start."""
+        write = queued.write
+        if isinstance(write, Unreadable):
+            raise ValueError(write.reason)
         tracker = self.tracker()
-        op, trial, args = record["op"], record["trial"], dict(record["args"])
-        if op not in WRITES:
-            raise ValueError(f"{self.directory / QUEUE_FILE}: unknown write {op!r}")
-        if op == "start_trial":
-            return tracker.start_trial(trial, args["name"], args["config"])
-        run_id = self._run_of(trial)
+        if isinstance(write, StartTrial):
+            return write.start(tracker, queued.trial)
+        run_id = self._run_of(queued.trial)
         if run_id is None:  # a result racing a restart, its start not queued: nothing to log
             return None
-        if "evaluation" in args:
-            args["evaluation"] = Evaluation.from_dict(args["evaluation"])
-        files = {k: Path(v) if v else None for k, v in record["files"].items()}
-        for argument in REPLACED:
-            if files.get(argument) and self._superseded(record, argument):
-                files[argument] = None
-        getattr(tracker, op)(run_id, **args, **files)
+        replaced = {
+            argument: None
+            for argument in write.REPLACED
+            if write.files().get(argument) and self._superseded(queued, argument)
+        }
+        if replaced:
+            write = dataclasses.replace(write, **replaced)
+        write.apply(tracker, run_id)
         return None
 
 
