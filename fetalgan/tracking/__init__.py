@@ -3,6 +3,10 @@
 - :mod:`~fetalgan.tracking.names`: tag, metric and artefact names (shared with report, study);
 - :mod:`~fetalgan.tracking.store`: where the store is, whether it answers, the UI command;
 - :mod:`~fetalgan.tracking.writer`: :class:`SweepTracker`, writing a sweep (the driver only);
+- :mod:`~fetalgan.tracking.writes`: one dataclass per kind of write the sweep driver queues
+  (start a trial, log an evaluation and its files, end a trial, ...), each applying itself;
+- :mod:`~fetalgan.tracking.write_queue`: the durable on-disk queue of those writes, replayed in
+  order when the store answers;
 - :mod:`~fetalgan.tracking.queries`: read-only queries (best run, sweep runs, artefacts);
 - :mod:`~fetalgan.tracking.model`: the best generator as a registered pyfunc model.
 
