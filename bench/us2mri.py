@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from fetalgan.config import TrainConfig, with_overrides
+from fetalgan.data import translation_inputs
 from fetalgan.evaluate import PAIRED_KEYS, paired_scores
 from fetalgan.generate import load_generator
-from fetalgan.models import family, translation
+from fetalgan.models import family, registry
 from fetalgan.train import to_uint8_tensor, train
 
 VARIANTS = {  # name -> (model, overrides of the full us2mri)
@@ -82,9 +83,12 @@ def base_config(args, cache: Path) -> TrainConfig:
 
 def held_out(cfg: TrainConfig, n: int):
     """US inputs (with aux channels for ``cfg``) and MR truth of ``n`` held-out heads."""
-    indices = translation.heldout_indices(n, cfg, torch.Generator().manual_seed(2024))
-    us = translation.phantom_source(cfg, indices, cfg.resolution).float().div_(127.5).sub_(1.0)
-    return us, translation.paired_truth(cfg, indices, cfg.resolution)
+    indices = translation_inputs.heldout_indices(n, cfg, torch.Generator().manual_seed(2024))
+    step = registry.spec(cfg.model).source_step(cfg)  # the neighbour slices us2mri asks for
+    us = translation_inputs.phantom_source(cfg, indices, cfg.resolution, step)
+    return us.float().div_(127.5).sub_(1.0), translation_inputs.paired_truth(
+        cfg, indices, cfg.resolution
+    )
 
 
 def main() -> None:

@@ -202,3 +202,40 @@ def test_eval_batch_size_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match=r"eval_batch_size: must be > 0"):
         with_overrides(TrainConfig(), {"eval_batch_size": 0})
     assert with_overrides(TrainConfig(), {"eval_batch_size": 8}).eval_batch_size == 8
+
+
+def test_the_three_dotted_key_setters_agree(tmp_path):
+    """``--set``, ``with_overrides`` and a sweep trial's config put values in with one setter:
+    a null section (``target_data`` unset) becomes one with its defaults in all three, and an
+    unknown key never reaches a config (``--set`` and ``with_overrides`` refuse it naming the
+    key; a trial takes only training keys from Tune's config)."""
+    from fetalgan.config import set_key, to_dict
+    from fetalgan.sweep.space import trial_config
+
+    base = TrainConfig(model="us2mri")  # target_data null (not validated: it needs one)
+    path = write(tmp_path, "model: us2mri\ntarget_data: null\n")
+    by_set = load_train(path, ["target_data.size=5"])
+    by_overrides = with_overrides(base, {"target_data.size": 5})
+    by_trial = trial_config(to_dict(base), {"target_data.size": 5})
+    assert by_set == by_overrides == by_trial
+    assert by_set.target_data.size == 5 and by_set.target_data.kind == "phantom"
+    path = write(tmp_path, "model: us2mri\n")  # a missing section, as a null one
+    assert load_train(path, ["target_data.size=5"]) == by_set
+
+    with pytest.raises(ConfigError, match=r"cfg.yaml: lr_x: unknown key; expected one of model"):
+        load_train(path, ["target_data.size=5", "lr_x=1"])
+    with pytest.raises(ConfigError, match=r"^lr_x: unknown training key"):
+        with_overrides(by_set, {"lr_x": 1})
+    assert trial_config(to_dict(by_set), {"lr_x": 1}) == by_set
+    with pytest.raises(ConfigError, match=r"target_data.sise: unknown key; expected one of kind"):
+        load_train(path, ["target_data.sise=5"])
+    with pytest.raises(ConfigError, match=r"^target_data.sise: unknown training key"):
+        with_overrides(by_set, {"target_data.sise": 5})
+    assert trial_config(to_dict(by_set), {"target_data.sise": 5}) == by_set
+
+    path = write(tmp_path, "model: us2mri\nlr_g: 0.001\n")
+    with pytest.raises(ConfigError, match=r"^--set lr_g.x: lr_g is not a section"):
+        load_train(path, ["lr_g.x=1"])
+    data = {"a": None}
+    set_key(data, "a.b.c", 1)
+    assert data == {"a": {"b": {"c": 1}}}

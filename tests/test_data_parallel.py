@@ -32,7 +32,7 @@ def _rank(rank: int, port: int, job: dict, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    from fetalgan.models import dcgan
+    from fetalgan.models.dcgan import model as dcgan
     from fetalgan.train import train
 
     steps = []

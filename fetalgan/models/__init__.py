@@ -15,31 +15,26 @@ Translation families (``us2mri``, ``cyclegan``) also set ``TARGET_DOMAIN = True`
 loads ``cfg.target_data`` and gives ``train_step`` an unpaired batch of it as ``ctx.target``;
 their ``latents`` are US inputs, ``decode`` = ``translate(networks, us, cfg)``, and an optional
 ``source_images(cfg, dataset)`` adds input channels (3D auxiliary input) to the training set.
+The US inputs come from the data layer (:mod:`fetalgan.data.translation_inputs`).
 
-The registry maps a name to a module path so that listing names imports no torch.
+Each family is one folder ``fetalgan/models/<name>/``: a torch-free spec in its
+``__init__.py`` (:class:`~fetalgan.models.registry.FamilySpec`: config section, validation,
+generators, default EMA, target domain, real resolution) and the implementation in
+``model.py``. The registry (:mod:`.registry`) lists them, so listing names imports no torch.
+``MODEL_NAMES``, ``REGISTRY`` (name -> implementation module) and ``GENERATORS`` are read from
+it when asked for.
 """
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-REGISTRY = {
-    "dcgan": "fetalgan.models.dcgan",
-    "ddpm": "fetalgan.models.ddpm",
-    "tbgan": "fetalgan.models.tbgan",
-    "dsrgan": "fetalgan.models.dsrgan",
-    "us2mri": "fetalgan.models.us2mri",
-    "cyclegan": "fetalgan.models.cyclegan",
-}
-MODEL_NAMES = tuple(REGISTRY)
+from fetalgan.models import registry
 
 
 def family(name: str) -> ModuleType:
-    """The family module for a ``model`` name."""
-    if name not in REGISTRY:
-        raise ValueError(f"model: unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
-    return importlib.import_module(REGISTRY[name])
+    """The family module (the torch implementation) for a ``model`` name."""
+    return registry.spec(name).implementation()
 
 
 def build(cfg) -> dict:
@@ -47,20 +42,19 @@ def build(cfg) -> dict:
     return family(cfg.model).build(cfg)
 
 
-# The networks ``decode`` samples from, by family: what ``ema_decay`` averages.
-GENERATORS = {
-    "dcgan": ("generator",),
-    "ddpm": ("unet",),
-    "tbgan": ("generator",),
-    "dsrgan": ("unet", "sr_generator"),
-}
-# ``ema_decay: null`` by family: off for the paper's DCGAN (its study sampled raw weights), on
-# for the diffusion and transformer families, which are trained and sampled with an average.
-DEFAULT_EMA_DECAY = {"ddpm": 0.999, "tbgan": 0.999, "dsrgan": 0.999}
-
-
 def ema_decay(cfg) -> float:
     """The EMA decay of ``cfg``: ``cfg.ema_decay``, else the family's default; 0.0 = off."""
     if cfg.ema_decay is not None:
         return float(cfg.ema_decay)
-    return DEFAULT_EMA_DECAY.get(cfg.model, 0.0)
+    return registry.spec(cfg.model).default_ema_decay
+
+
+def __getattr__(name: str):
+    # Derived from the registry when read, so a family registered later is in them.
+    if name == "MODEL_NAMES":
+        return registry.names()
+    if name == "REGISTRY":  # name -> implementation module path
+        return {s.name: s.module for s in registry.specs()}
+    if name == "GENERATORS":  # the networks decode samples from (what ema_decay averages)
+        return {s.name: s.generators for s in registry.specs() if s.generators}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

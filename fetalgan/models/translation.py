@@ -1,127 +1,50 @@
-"""What the translation families (``us2mri``, ``cyclegan``) share: their inputs, the held-out
-US images they are evaluated on, structure maps, a PatchGAN discriminator and the LSGAN loss.
+"""What the translation families (``us2mri``, ``cyclegan``) share: their inputs (fetched by the
+data layer, :mod:`fetalgan.data.translation_inputs`), structure maps, a PatchGAN discriminator
+and the LSGAN loss.
 
-A translator's "latents" are US images: ``latents(n, cfg, generator)`` gives ``n`` US inputs
-``(n, C, R, R)`` in [-1, 1] and ``decode`` translates them to MR ``(n, 1, R, R)``, so the one
-sampling path (training evaluation, ``generate``, the MLflow model) yields MR-like images that
-FID/KID compare with the MR reference. On the phantom the inputs are held out: pool indices
-past both training pools (``data`` and ``target_data``), so the same indices rendered as MR
-(:func:`paired_truth`) are their ground truth. On other data they are the US training images
-(nothing else is known to be US); ``fetalgan translate`` takes any folder.
-
-Input channels (``C``): the US slice; with ``us2mri.aux3d`` also the slices ``-slice_step`` and
-``+slice_step`` through the same phantom head and a constant location channel (the slice's
-position / 0.9, in [-1, 1]) — read back at the centre pixel, which flips and rotations keep.
+A translator's "latents" are US images ``(n, C, R, R)`` in [-1, 1] and ``decode`` translates
+them to MR ``(n, 1, R, R)``, so the one sampling path (training evaluation, ``generate``, the
+MLflow model) yields MR-like images that FID/KID compare with the MR reference. The family
+declares what inputs it needs (its spec's ``neighbour_step``: 3D auxiliary input) and names the
+data-layer module that provides them (its spec's ``inputs``); :func:`latents` and
+:func:`source_images` hand the request over, so no model module imports the data layer.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-HELDOUT_SPAN = 100_000  # held-out phantom indices are drawn from this many past the pools
-LOCATION_SCALE = 0.9  # the largest slice position (config's phantom_slices limit)
+from fetalgan.models import registry
 
 
-def aux3d(cfg) -> bool:
-    return cfg.model == "us2mri" and cfg.us2mri.aux3d
+def _provider(cfg):
+    """The data-layer module the family of ``cfg`` names for its inputs, and the neighbour
+    step it asks for."""
+    spec = registry.spec(cfg.model)
+    return importlib.import_module(spec.inputs), spec.source_step(cfg)
 
 
 def source_channels(cfg) -> int:
-    """Channels of a translator's input: 1, or 4 with 3D auxiliary input."""
-    return 4 if aux3d(cfg) else 1
-
-
-def _pool_end(data) -> int:
-    return data.phantom_n if data is not None and data.kind == "phantom" else 0
-
-
-def heldout_indices(n: int, cfg, generator) -> list[int]:
-    """``n`` phantom indices no training pool of ``cfg`` uses (distinct; seeded)."""
-    start = max(_pool_end(cfg.data), _pool_end(cfg.target_data))
-    if n > HELDOUT_SPAN:
-        raise ValueError(f"at most {HELDOUT_SPAN} held-out phantom images, asked for {n}")
-    return (start + torch.randperm(HELDOUT_SPAN, generator=generator)[:n]).tolist()
-
-
-def slices_of(data, indices) -> list[float]:
-    from fetalgan.data.phantom import slice_position
-
-    return [slice_position(data.phantom_seed, i, data.phantom_slices) for i in indices]
-
-
-def _as_float(images_uint8):
-    return torch.from_numpy(images_uint8).float().div_(127.5).sub_(1.0)
-
-
-def phantom_aux(cfg, indices, resolution: int):
-    """Aux channels of phantom US images ``indices``: ``(n, 3, R, R) uint8`` (slice below,
-    slice above, location)."""
-    import numpy as np
-
-    from fetalgan.data.phantom import phantom_images
-
-    data, step = cfg.data, cfg.us2mri.slice_step
-    z = slices_of(data, indices)
-    below = phantom_images(indices, resolution, data.phantom_seed, slices=[s - step for s in z])
-    above = phantom_images(indices, resolution, data.phantom_seed, slices=[s + step for s in z])
-    location = np.clip((np.asarray(z) / LOCATION_SCALE + 1) * 127.5 + 0.5, 0, 255)
-    location = np.broadcast_to(location.astype(np.uint8)[:, None, None], below.shape)
-    return torch.from_numpy(np.stack([below, above, location], axis=1))
-
-
-def phantom_source(cfg, indices, resolution: int):
-    """Phantom US inputs ``indices``: ``(n, C, R, R) uint8`` (with aux channels when on)."""
-    from fetalgan.data.phantom import phantom_images
-
-    data = cfg.data
-    centre = phantom_images(indices, resolution, data.phantom_seed, slices=slices_of(data, indices))
-    centre = torch.from_numpy(centre)[:, None]
-    if not aux3d(cfg):
-        return centre
-    return torch.cat([centre, phantom_aux(cfg, indices, resolution)], dim=1)
-
-
-def paired_truth(cfg, indices, resolution: int):
-    """The MR ground truth of phantom US inputs ``indices``: the same heads and slices
-    rendered as MR, ``(n, 1, R, R) uint8``. Evaluation only: never seen in training."""
-    from fetalgan.data.phantom import phantom_images
-
-    data = cfg.data
-    mr = phantom_images(
-        indices, resolution, data.phantom_seed, modality="mri", slices=slices_of(data, indices)
-    )
-    return torch.from_numpy(mr)[:, None]
-
-
-def source_images(cfg, dataset):
-    """The training US set with the family's input channels, ``(N, C, R, R) uint8``: the
-    loaded images, plus (3D auxiliary input) their neighbour slices and location."""
-    if not aux3d(cfg):
-        return dataset.images
-    indices = [int(name.rsplit("_", 1)[1]) for name in dataset.names]  # phantom_NNNNN
-    resolution = dataset.images.shape[-1]
-    return torch.cat([dataset.images, phantom_aux(cfg, indices, resolution)], dim=1)
+    """Channels of a translator's input: 1, or 4 with neighbour slices (3D auxiliary input)."""
+    return 1 if registry.spec(cfg.model).source_step(cfg) is None else 4
 
 
 def latents(n: int, cfg, generator):
-    """US inputs to translate, ``(n, C, R, R)`` in [-1, 1] on the CPU: held-out phantom
-    images, or (other data) a seeded draw of the US training images."""
-    if cfg.data.kind == "phantom":
-        return (
-            phantom_source(cfg, heldout_indices(n, cfg, generator), cfg.resolution)
-            .float()
-            .div_(127.5)
-            .sub_(1.0)
-        )
-    from fetalgan.data import load_training_images
+    """US inputs to translate, ``(n, C, R, R)`` in [-1, 1] on the CPU (the data layer's
+    :func:`fetalgan.data.translation_inputs.latents`)."""
+    inputs, step = _provider(cfg)
+    return inputs.latents(n, cfg, generator, step)
 
-    images = load_training_images(cfg.data, cfg.resolution, seed=cfg.seed, progress=False).images
-    pick = torch.randint(0, images.shape[0], (n,), generator=generator)
-    if n <= images.shape[0]:
-        pick = torch.randperm(images.shape[0], generator=generator)[:n]
-    return images[pick].float().div_(127.5).sub_(1.0)
+
+def source_images(cfg, dataset):
+    """The training US set with the family's input channels, ``(N, C, R, R) uint8`` (the data
+    layer's :func:`fetalgan.data.translation_inputs.source_images`)."""
+    inputs, step = _provider(cfg)
+    return inputs.source_images(cfg, dataset, step)
 
 
 def check_unpaired(cfg, source_names: list[str], target_names: list[str]) -> None:

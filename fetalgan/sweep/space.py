@@ -16,6 +16,7 @@ from fetalgan.config import (
     SweepConfig,
     TrainConfig,
     max_epochs,
+    set_key,
     space_values,
     to_dict,
     train_config_from_dict,
@@ -57,19 +58,16 @@ def trial_config(
     base: dict[str, Any], sampled: dict[str, Any], encoded: Iterable[str] = ()
 ) -> TrainConfig:
     """The TrainConfig of one trial, built and validated once: the base config (as a dict, the
-    sweep's ``to_dict(base)``) with the sampled dotted-key values put in."""
+    sweep's ``to_dict(base)``) with the sampled dotted-key values put in by the config's one
+    setter (:func:`fetalgan.config.set_key`). Keys of Tune's config that are not training keys
+    are not the trial's."""
     import copy
 
     encoded = set(encoded)
     data = copy.deepcopy(base)
     for key, value in sampled.items():
-        if key not in TRAIN_KEYS:
-            continue
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = json.loads(value) if key in encoded else value
+        if key in TRAIN_KEYS:
+            set_key(data, key, json.loads(value) if key in encoded else value)
     return train_config_from_dict(data)
 
 

@@ -8,9 +8,10 @@ from model_helpers import tiny_config
 
 from fetalgan.checkpoint import load_checkpoint
 from fetalgan.config import ConfigError, TrainConfig, with_overrides
+from fetalgan.data import translation_inputs
 from fetalgan.data.phantom import phantom_images
 from fetalgan.images import read_grey, write_png
-from fetalgan.models import build, family, translation
+from fetalgan.models import build, family, registry, translation
 from fetalgan.train import StepContext, _target_batches, train
 from fetalgan.translate import translate_folder
 
@@ -56,9 +57,11 @@ def test_trains_resumes_exactly_and_translates_held_out_us(tmp_path, model):
     gen = torch.Generator().manual_seed(0)
     us = family(model).latents(3, cfg, gen)
     assert us.shape == (3, 4 if model == "us2mri" else 1, 32, 32)
-    indices = translation.heldout_indices(3, cfg, torch.Generator().manual_seed(0))
+    indices = translation_inputs.heldout_indices(3, cfg, torch.Generator().manual_seed(0))
     assert min(indices) >= 16  # past both training pools
-    source = translation.phantom_source(cfg, indices, 32)
+    step = cfg.us2mri.slice_step if model == "us2mri" else None  # us2mri asks for neighbours
+    assert registry.spec(model).source_step(cfg) == step
+    source = translation_inputs.phantom_source(cfg, indices, 32, step)
     assert torch.equal(us, source.float().div(127.5).sub(1.0))
 
 

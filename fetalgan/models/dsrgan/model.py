@@ -31,14 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fetalgan.models import ddpm
+from fetalgan.models.ddpm import model as ddpm
+from fetalgan.models.dsrgan import SPEC
 
 LOSS_NAMES = ("loss_diffusion", "loss_sr_d", "loss_sr_g")
 
 
 def real_resolution(cfg) -> int:
     """Side of the real images this family trains on best: the output size, 2 × resolution."""
-    return 2 * cfg.resolution
+    return SPEC.real_resolution(cfg)
 
 
 class ResidualBlock(nn.Module):

@@ -36,8 +36,9 @@ from torch import nn
 
 from fetalgan.models import translation as tr
 from fetalgan.models.translation import latents, source_images  # noqa: F401  (family API)
+from fetalgan.models.us2mri import SPEC
 
-TARGET_DOMAIN = True  # the loop passes a batch of target_data (MR) as ctx.target
+TARGET_DOMAIN = SPEC.target_domain  # the loop passes a batch of target_data (MR) as ctx.target
 LOSS_NAMES = ("loss_d", "loss_g", "loss_rec")
 
 

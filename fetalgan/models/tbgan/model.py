@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fetalgan.models import dcgan, diffaugment
+from fetalgan.models import diffaugment
+from fetalgan.models.dcgan import model as dcgan
 
 LOSS_NAMES = ("loss_d", "r1", "loss_g")
 
