@@ -33,7 +33,8 @@ from fetalgan.config import TrainConfig, with_overrides
 from fetalgan.data import load_training_images
 from fetalgan.devices import pick_device
 from fetalgan.models import build, ddpm, family
-from fetalgan.train import StepContext, autocast_dtype
+from fetalgan.sampling import autocast_dtype
+from fetalgan.train import StepContext
 
 
 def _sync(device) -> None:

@@ -34,7 +34,8 @@ from fetalgan.data import translation_inputs
 from fetalgan.evaluate import PAIRED_KEYS, paired_scores
 from fetalgan.generate import load_generator
 from fetalgan.models import family, registry
-from fetalgan.train import to_uint8_tensor, train
+from fetalgan.sampling import decode_uint8, to_uint8_tensor
+from fetalgan.train import train
 
 VARIANTS = {  # name -> (model, overrides of the full us2mri)
     "us2mri (all)": ("us2mri", {}),
@@ -120,8 +121,7 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             networks, cfg = load_generator(run / "checkpoints" / "last.pt", device="cpu")
             us, _ = held_out(cfg, args.n_eval)
-            with torch.inference_mode():
-                fake = to_uint8_tensor(family(model).translate(networks, us, cfg))
+            fake = decode_uint8(family(model).translate, networks, us, cfg)
             translations[name] = fake
             rows[name] = {"seconds": seconds, **summarise(paired_scores(truth, fake))}
             print(f"{name}: {rows[name]}", flush=True)

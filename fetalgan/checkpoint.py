@@ -14,18 +14,45 @@ checkpoint; the file mode is ``fetalgan.files.FILE_MODE``); read with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fetalgan.files import atomic_write
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"  # the file a checkpoint directory holds (see resolve)
 FULL, WEIGHTS = "full", "weights"  # state["kind"]; checkpoints without it are full
-# What a weights checkpoint keeps of a full one.
-# ``ema``: the averaged generator weights (fetalgan.ema), what sampling uses when present.
-WEIGHTS_KEYS = (
-    "model", "config", "epoch", "networks", "ema", "history", "objective", "best_value", "extra",
-)  # fmt: skip
+
+
+class Key(NamedTuple):
+    """One key of a full checkpoint."""
+
+    name: str
+    weights: bool  # a weights checkpoint keeps it too
+    resume: bool = False  # a resume cannot do without it
+    optional: bool = False  # written only when the run has one (older checkpoints lack others)
+
+
+# Every key of a full checkpoint, in the order written (save_checkpoint puts "format" first).
+# fetalgan.train_state.TrainState writes and reads them; the weights subset is derived below.
+KEYS = (
+    Key("model", weights=True),
+    Key("config", weights=True),  # the TrainConfig as a dict (config.to_dict)
+    Key("epoch", weights=True, resume=True),  # epochs done
+    Key("networks", weights=True, resume=True),  # name -> state_dict
+    Key("optimizers", weights=False, resume=True),  # name -> state_dict
+    # the averaged generator weights (fetalgan.ema), what sampling uses when present
+    Key("ema", weights=True, optional=True),
+    Key("rng", weights=False, resume=True),  # this process's (rank 0's) random streams
+    Key("history", weights=True),  # every evaluation's Evaluation.to_dict()
+    Key("objective", weights=True),  # the metric best_value is best at, or None
+    Key("best_value", weights=True),
+    Key("extra", weights=True),  # free-form (a sweep's MLflow run id)
+    Key("candidates", weights=False, optional=True),  # the final selection's candidates
+    Key("rng_ranks", weights=False, optional=True),  # every rank's streams (data-parallel)
+)
+# What a weights checkpoint keeps of a full one, and what a resume needs of it.
+WEIGHTS_KEYS = tuple(key.name for key in KEYS if key.weights)
+RESUME_KEYS = tuple(key.name for key in KEYS if key.resume)
 
 
 # A selection candidate's weights file (``checkpoint/candidates/epoch_NNNN.pt``) holds only the
@@ -34,7 +61,7 @@ SAMPLING_ONLY = "sampling_only"
 
 
 def candidate_weights(state: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
-    """The weights checkpoint of one of ``state["candidates"]`` (see ``train.candidate_state``):
+    """The weights checkpoint of one of ``state["candidates"]`` (see ``train_state.candidate_state``):
     its sampling networks, epoch and value, with the run's config and extra."""
     return {
         "kind": WEIGHTS,

@@ -23,6 +23,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from fetalgan.sampling import autocast_context
+
 RECALIBRATION_SEED = 20_240_917  # latents of the batch-norm recalibration (private RNG)
 RECALIBRATION_N = 1024  # latents it averages over
 
@@ -85,7 +87,6 @@ class GeneratorEMA:
         if not self._norms:
             return
         from fetalgan.models import family
-        from fetalgan.train import autocast_context
 
         torch = self._torch
         model = family(cfg.model)

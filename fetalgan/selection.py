@@ -151,9 +151,9 @@ class _Scorer:
     ) -> list[float]:
         """The metric of ``n_fake`` fakes per seed against ``reference``, from the cache
         where it has them; the generator is loaded only when one is missing."""
-        from fetalgan.generate import load_generator, sample_images_from
+        from fetalgan.generate import load_generator
         from fetalgan.models import family
-        from fetalgan.train import sampling_batch_size
+        from fetalgan.sampling import sample_images, sampling_batch_size
 
         networks, cfg = load_generator(checkpoint, self.device)
         resolution = getattr(family(cfg.model), "real_resolution", lambda c: c.resolution)(cfg)
@@ -165,7 +165,7 @@ class _Scorer:
             )
             value = cache.get(entry)
             if value is None:
-                fakes = sample_images_from(
+                fakes = sample_images(
                     networks, cfg, n_fake, seed=seed, batch_size=sampling_batch_size(cfg)
                 )
                 value = float(evaluator(fakes)[self.metric])

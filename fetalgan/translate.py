@@ -32,7 +32,7 @@ def translate_folder(
     from fetalgan.generate import load_generator
     from fetalgan.images import list_images, read_grey, write_png
     from fetalgan.models import family
-    from fetalgan.train import to_uint8_tensor
+    from fetalgan.sampling import decode_uint8, network_device
 
     if batch_size <= 0:
         raise ValueError(f"--batch-size: must be > 0, got {batch_size}")
@@ -60,7 +60,7 @@ def translate_folder(
             "location index), which single images do not carry; translate with a model "
             "trained with us2mri.aux3d: false"
         )
-    target = next(next(iter(networks.values())).parameters()).device
+    target = network_device(networks)
     r = cfg.resolution
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,8 +77,7 @@ def translate_folder(
             [np.asarray(Image.fromarray(im).resize((r, r), Image.BILINEAR)) for im in images]
         )
         us = torch.from_numpy(small)[:, None].float().div_(127.5).sub_(1.0).to(target)
-        with torch.inference_mode():
-            mr = to_uint8_tensor(model.translate(networks, us, cfg))[:, 0].numpy()
+        mr = decode_uint8(model.translate, networks, us, cfg)[:, 0].numpy()
         for path, image, out in zip(chunk, images, mr, strict=True):
             h, w = image.shape
             full = out if (h, w) == (r, r) else Image.fromarray(out).resize((w, h), Image.BILINEAR)

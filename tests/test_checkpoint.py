@@ -38,3 +38,28 @@ def test_missing_and_foreign(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a fetalgan checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_one_key_list_writes_last_and_best(tmp_path):
+    """last.pt holds the keys of checkpoint.KEYS in their order, best.pt the weights subset;
+    the subsets are those every existing checkpoint has (the format is unchanged)."""
+    from tiny import tiny_train_config
+
+    from fetalgan.checkpoint import KEYS, RESUME_KEYS, WEIGHTS_KEYS
+    from fetalgan.evaluation import Objective
+    from fetalgan.train import train
+
+    assert WEIGHTS_KEYS == (
+        "model", "config", "epoch", "networks", "ema", "history", "objective", "best_value",
+        "extra",
+    )  # fmt: skip
+    assert set(RESUME_KEYS) == {"networks", "optimizers", "epoch", "rng"}
+    cfg = tiny_train_config(tmp_path / "cache", epochs=2, ema_decay=0.9, eval_metrics=["lbpv"])
+    run = tmp_path / "run"
+    train(cfg, run_dir=run, progress=False, objective=Objective("lbpv_l1"), keep_candidates=2)
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    written = [key.name for key in KEYS if key.name != "rng_ranks"]  # rng_ranks: DDP only
+    assert list(last) == ["format", *written]
+    assert len(last["candidates"]) == 2 and last["epoch"] == 2
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert list(best) == ["format", *WEIGHTS_KEYS, "kind"]

@@ -73,10 +73,10 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         )
 
     def predict(self, context, model_input, params=None):
-        from fetalgan.generate import sample_images_from
+        from fetalgan.sampling import sample_images
 
         request = _request(model_input, params)
-        images = sample_images_from(
+        images = sample_images(
             self._networks,
             self._cfg,
             request["n"],
@@ -215,10 +215,11 @@ def model_signature(checkpoint_file: Path):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-    from fetalgan.generate import load_generator, sample_images_from
+    from fetalgan.generate import load_generator
+    from fetalgan.sampling import sample_images
 
     networks, cfg = load_generator(checkpoint_file, device="cpu")
-    height, width = sample_images_from(networks, cfg, 1, seed=0).shape[-2:]
+    height, width = sample_images(networks, cfg, 1, seed=0).shape[-2:]
     return ModelSignature(
         inputs=Schema([ColSpec("long", key, required=False) for key in REQUEST_FIELDS]),
         outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, height, width))]),
