@@ -101,11 +101,14 @@ class FourthSet:
     def __init__(self, work: Path):
         from fetalgan.config import DataConfig
         from fetalgan.data import load_training_images
+        from fetalgan.data.cache import statistics_dir
         from fetalgan.metrics.stats import TrainingMetrics
 
         data = DataConfig(kind="phantom", phantom_n=POOL, order="listed", cache_dir=str(work / "cache"), **FOURTH)  # fmt: skip
         reals = load_training_images(data, 32, seed=0).images
-        self.evaluator = TrainingMetrics(reals, metrics=["fid"], dims=64, cache_dir=data.cache_dir)
+        self.evaluator = TrainingMetrics(
+            reals, metrics=["fid"], dims=64, stats_dir=statistics_dir(data.cache_dir)
+        )
         self.scores: dict[str, float] = {}
 
     def __call__(self, checkpoint: Path, key: str) -> float:

@@ -60,6 +60,7 @@ def main() -> int:
         with_overrides,
     )
     from fetalgan.data import load_training_images
+    from fetalgan.data.cache import statistics_dir
     from fetalgan.metrics.stats import real_statistics
     from fetalgan.sweep import load_sweep as load
     from fetalgan.sweep import run_sweep
@@ -86,7 +87,7 @@ def main() -> int:
 
     # Paid once, outside every timing: real statistics, Ray.
     dataset = load_training_images(base.data, base.resolution, seed=base.seed, progress=False)
-    real_statistics(dataset.images, key=dataset.key, cache_dir=base.data.cache_dir)
+    real_statistics(dataset.images, key=dataset.key, stats_dir=statistics_dir(base.data.cache_dir))
     store = f"sqlite:///{work}/mlruns.db"  # one store, as a user has (created here, untimed)
     t0 = time.perf_counter()
     from fetalgan.tracking import SweepTracker

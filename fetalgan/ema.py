@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from fetalgan import sampling
 from fetalgan.sampling import autocast_context
 
 RECALIBRATION_SEED = 20_240_917  # latents of the batch-norm recalibration (private RNG)
@@ -90,7 +91,7 @@ class GeneratorEMA:
 
         torch = self._torch
         model = family(cfg.model)
-        latents = model.latents(
+        latents = sampling.latents(
             RECALIBRATION_N, cfg, torch.Generator().manual_seed(RECALIBRATION_SEED)
         )
         nets = self.sampling_networks(networks)

@@ -125,6 +125,21 @@ def iter_samples(
     return _sample_batches(networks, cfg, n, seed, batch_size, device, amp_dtype)
 
 
+def latents(n: int, cfg: TrainConfig, generator) -> torch.Tensor:
+    """The inputs ``decode`` turns into ``n`` samples of ``cfg.model``, on the CPU: the
+    family's random latents, or for a translator (spec ``target_domain``) US images with the
+    input channels it declares, from the data layer
+    (:func:`fetalgan.data.translation_inputs.latents`)."""
+    from fetalgan.models import registry
+
+    spec = registry.spec(cfg.model)
+    if spec.target_domain:
+        from fetalgan.data import translation_inputs
+
+        return translation_inputs.latents(n, cfg, generator, spec.source_step(cfg))
+    return spec.implementation().latents(n, cfg, generator)
+
+
 def _sample_batches(networks, cfg, n, seed, batch_size, device, amp_dtype):
     import torch
 
@@ -132,9 +147,9 @@ def _sample_batches(networks, cfg, n, seed, batch_size, device, amp_dtype):
 
     model = family(cfg.model)
     device = network_device(networks) if device is None else device
-    latents = model.latents(n, cfg, torch.Generator().manual_seed(seed))
+    latents_ = latents(n, cfg, torch.Generator().manual_seed(seed))
     for start in range(0, n, batch_size):
-        z = latents[start : start + batch_size].to(device)
+        z = latents_[start : start + batch_size].to(device)
         yield start, decode_uint8(model.decode, networks, z, cfg, amp_dtype)
 
 

@@ -111,6 +111,7 @@ class _Scorer:
         if (name, resolution) in self.evaluators:
             return self.evaluators[(name, resolution)]
         from fetalgan.data import load_reference_images
+        from fetalgan.data.cache import statistics_dir
         from fetalgan.data.datasets import describe_set
         from fetalgan.metrics.stats import TrainingMetrics
 
@@ -125,7 +126,7 @@ class _Scorer:
             fid_weights=self.cfg.base.fid_weights,
             dims=self.dims,
             device=self.device,
-            cache_dir=data.cache_dir,
+            stats_dir=statistics_dir(data.cache_dir),
         )
         self.evaluators[(name, resolution)] = evaluator
         n = int(images.images.shape[0])
@@ -152,11 +153,11 @@ class _Scorer:
         """The metric of ``n_fake`` fakes per seed against ``reference``, from the cache
         where it has them; the generator is loaded only when one is missing."""
         from fetalgan.generate import load_generator
-        from fetalgan.models import family
+        from fetalgan.models import registry
         from fetalgan.sampling import sample_images, sampling_batch_size
 
         networks, cfg = load_generator(checkpoint, self.device)
-        resolution = getattr(family(cfg.model), "real_resolution", lambda c: c.resolution)(cfg)
+        resolution = registry.spec(cfg.model).real_resolution(cfg)
         evaluator = self.evaluator(reference, resolution)
         out = []
         for seed in seeds:

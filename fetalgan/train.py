@@ -37,6 +37,8 @@ from fetalgan.evaluation import (
     metric_source,
     window_value,
 )
+from fetalgan.models import ema_decay, registry
+from fetalgan.models.registry import FamilySpec
 from fetalgan.sampling import (  # noqa: F401  (autocast_dtype, ...: importers of fetalgan.train)
     EVAL_SEED_OFFSET,
     autocast_context,
@@ -75,11 +77,11 @@ class StepContext:
         return net.no_sync() if hasattr(net, "no_sync") else contextlib.nullcontext()
 
 
-def _load_target(cfg: TrainConfig, model, dataset, resolution: int, device, progress: bool):
+def _load_target(cfg: TrainConfig, dataset, resolution: int, device, progress: bool):
     """Translators: the second domain (``cfg.target_data``, e.g. MR) as ``(M, 1, R, R) uint8``
     on ``device``, loaded and cached like ``data``; checked to share no phantom head with it."""
     from fetalgan.data import load_training_images
-    from fetalgan.models.translation import check_unpaired
+    from fetalgan.data.translation_inputs import check_unpaired
 
     target = load_training_images(cfg.target_data, resolution, seed=cfg.seed, progress=progress)
     check_unpaired(cfg, dataset.names, target.names)
@@ -162,37 +164,11 @@ def check_objective(cfg: TrainConfig, objective: Objective) -> None:
 
 
 @dataclass(frozen=True)
-class FamilyInputs:
-    """What the loop asks of ``cfg.model``'s family beyond the protocol functions
-    (:mod:`fetalgan.models`), looked up in one place: :func:`_family_inputs`."""
-
-    model: ModuleType  # the family module (build, make_optimizers, train_step, latents, decode)
-    generators: tuple[str, ...]  # the networks sampling uses: what EMA averages, candidates keep
-    ema_decay: float  # 0.0 = no average
-    real_resolution: int  # the side of the real images it trains on (dsrgan: 2 x resolution)
-    source_images: Callable | None  # translators: (cfg, dataset) -> extra input channels
-    target_domain: bool  # translators: trains on a second, unpaired domain (cfg.target_data)
-
-
-def _family_inputs(cfg: TrainConfig) -> FamilyInputs:
-    from fetalgan.models import GENERATORS, ema_decay, family
-
-    model = family(cfg.model)
-    return FamilyInputs(
-        model=model,
-        generators=GENERATORS.get(cfg.model, ()),
-        ema_decay=ema_decay(cfg),
-        real_resolution=getattr(model, "real_resolution", lambda c: c.resolution)(cfg),
-        source_images=getattr(model, "source_images", None),
-        target_domain=getattr(model, "TARGET_DOMAIN", False),
-    )
-
-
-@dataclass(frozen=True)
 class Run:
     """Where and how a run trains, and what it writes; fixed from start to end."""
 
-    family: FamilyInputs
+    family: FamilySpec  # cfg.model's spec (fetalgan.models.registry)
+    model: ModuleType  # its implementation (build, make_optimizers, train_step, decode, ...)
     device: Any
     amp_dtype: Any  # the autocast dtype, None for fp32 (fetalgan.sampling.autocast_dtype)
     memory_format: Any
@@ -253,13 +229,14 @@ def _setup(
     # Set on every call (a reused trial process must not inherit the previous trial's switch);
     # warn_only: an op without a deterministic kernel warns with its name instead of failing.
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
-    family = _family_inputs(cfg)
+    family = registry.spec(cfg.model)
     if objective is None:
         objective = default_objective(cfg)
     else:
         check_objective(cfg, objective)
     return Run(
         family=family,
+        model=family.implementation(),
         device=device,
         amp_dtype=amp_dtype,
         memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format,
@@ -292,19 +269,17 @@ def _load_data(cfg: TrainConfig, run: Run) -> TrainingData:
     their extra input channels (3D auxiliary input) and the second, unpaired domain."""
     from fetalgan.data import load_training_images
 
-    family = run.family
-    dataset = load_training_images(
-        cfg.data, family.real_resolution, seed=cfg.seed, progress=run.show
-    )
+    family, resolution = run.family, run.family.real_resolution(cfg)
+    dataset = load_training_images(cfg.data, resolution, seed=cfg.seed, progress=run.show)
     real = dataset.images  # (N, 1, R, R) uint8
-    if family.source_images is not None:
-        real = family.source_images(cfg, dataset)  # (N, C, R, R) uint8
-    real = real.to(run.device)
     target = None
     if family.target_domain:
-        target = _load_target(
-            cfg, family.model, dataset, family.real_resolution, run.device, run.show
-        )
+        from fetalgan.data import translation_inputs
+
+        step = family.source_step(cfg)  # neighbour slices as extra channels, or None
+        real = translation_inputs.source_images(cfg, dataset, step)  # (N, C, R, R) uint8
+        target = _load_target(cfg, dataset, resolution, run.device, run.show)
+    real = real.to(run.device)
     if real.shape[0] < 2:
         raise ValueError(f"data: need at least 2 training images, got {real.shape[0]}")
     return TrainingData(dataset=dataset, real=real, target=target, augment=cfg.data.augment)
@@ -320,7 +295,7 @@ def _build_state(
 ) -> TrainState:
     """Fresh networks and optimisers, or ``saved``'s (another trial's under ``exploit``);
     every data-parallel rank on its own random stream; the generator average on rank 0."""
-    model = run.family.model
+    model = run.model
     networks = model.build(cfg)
     for net in networks.values():
         net.to(run.device, memory_format=run.memory_format)
@@ -339,8 +314,9 @@ def _build_state(
         state.exploit(exploit, model.make_optimizers, run.rank)
     # The generator's moving average (ema_decay): what evaluations sample. Rank 0 keeps it
     # (the weights are the same on every rank); a resume continues the saved one.
-    if run.is_main and run.family.ema_decay > 0:
-        state.start_ema(run.family.generators, run.family.ema_decay, saved, resume)
+    decay = ema_decay(cfg)
+    if run.is_main and decay > 0:
+        state.start_ema(run.family.generators, decay, saved, resume)
     return state
 
 
@@ -369,10 +345,11 @@ def _scoring(cfg: TrainConfig, run: Run, data: TrainingData) -> Scoring:
     if cfg.eval_metrics and run.is_main:
         from fetalgan.config import reference_data
         from fetalgan.data import load_reference_images
+        from fetalgan.data.cache import statistics_dir
         from fetalgan.metrics.stats import TrainingMetrics
 
         scoring.reference = load_reference_images(
-            cfg, run.family.real_resolution, progress=run.show
+            cfg, run.family.real_resolution(cfg), progress=run.show
         )
         scoring.evaluator = TrainingMetrics(
             scoring.reference.images,
@@ -380,7 +357,7 @@ def _scoring(cfg: TrainConfig, run: Run, data: TrainingData) -> Scoring:
             fid_weights=cfg.fid_weights,
             dims=cfg.fid_dims,
             device=run.device,
-            cache_dir=reference_data(cfg).cache_dir,
+            stats_dir=statistics_dir(reference_data(cfg).cache_dir),
         )
     return scoring
 
@@ -408,9 +385,7 @@ def _follow_schedule(state: TrainState, segments: list[dict], epoch: int, first:
     now = [seg for seg in segments if seg["epoch"] <= epoch]
     if not now or not (first or now[-1]["epoch"] == epoch):
         return
-    state.switch_config(
-        with_overrides(state.cfg, now[-1]["config"]), run.family.model.make_optimizers
-    )
+    state.switch_config(with_overrides(state.cfg, now[-1]["config"]), run.model.make_optimizers)
     if "stream" in now[-1] and now[-1]["epoch"] == epoch:  # as the exploit re-seeded
         fresh_stream(state.cfg, run.rank, epoch, int(now[-1]["stream"]))
 
@@ -424,7 +399,7 @@ def _train_epoch(
 
     from fetalgan.data.augment import augment_batch
 
-    cfg, model, aug = state.cfg, run.family.model, data.augment
+    cfg, model, aug = state.cfg, run.model, data.augment
     ctx.epoch = epoch  # 0-based; multi-stage families (dsrgan) switch on it
     for net in ctx.wrapped.values():
         net.train()
@@ -526,7 +501,7 @@ def _evaluate(
     _save(evaluation, state, run, rank_states)
     if bar is not None:
         shown = evaluation.metrics()
-        names = (*run.family.model.LOSS_NAMES, "fid", "kid_mean")
+        names = (*run.model.LOSS_NAMES, "fid", "kid_mean")
         bar.write(
             f"epoch {state.epoch}: " + " ".join(f"{k} {shown[k]:.3f}" for k in names if k in shown)
         )

@@ -31,7 +31,7 @@ def translate_folder(
 
     from fetalgan.generate import load_generator
     from fetalgan.images import list_images, read_grey, write_png
-    from fetalgan.models import family
+    from fetalgan.models import registry
     from fetalgan.sampling import decode_uint8, network_device
 
     if batch_size <= 0:
@@ -48,8 +48,8 @@ def translate_folder(
         raise ValueError(f"--in: two images named {twice} in {in_dir}; outputs are <stem>.png")
 
     networks, cfg = load_generator(checkpoint, device)
-    model = family(cfg.model)
-    if not hasattr(model, "translate"):
+    spec = registry.spec(cfg.model)
+    if not spec.target_domain:
         raise ValueError(
             f"{checkpoint}: model {cfg.model} generates images from noise; translate needs a "
             "translation checkpoint (model us2mri or cyclegan); use fetalgan generate"
@@ -60,6 +60,7 @@ def translate_folder(
             "location index), which single images do not carry; translate with a model "
             "trained with us2mri.aux3d: false"
         )
+    translate = spec.implementation().translate  # the family's US -> MR
     target = network_device(networks)
     r = cfg.resolution
     out_dir = Path(out_dir)
@@ -77,7 +78,7 @@ def translate_folder(
             [np.asarray(Image.fromarray(im).resize((r, r), Image.BILINEAR)) for im in images]
         )
         us = torch.from_numpy(small)[:, None].float().div_(127.5).sub_(1.0).to(target)
-        mr = decode_uint8(model.translate, networks, us, cfg)[:, 0].numpy()
+        mr = decode_uint8(translate, networks, us, cfg)[:, 0].numpy()
         for path, image, out in zip(chunk, images, mr, strict=True):
             h, w = image.shape
             full = out if (h, w) == (r, r) else Image.fromarray(out).resize((w, h), Image.BILINEAR)

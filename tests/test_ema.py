@@ -10,13 +10,14 @@ import torch
 from tiny import tiny_train_config
 from torch import nn
 
+from fetalgan import sampling
 from fetalgan.checkpoint import load_checkpoint, load_networks
 from fetalgan.config import ConfigError, TrainConfig, validate_train, with_overrides
 from fetalgan.ema import RECALIBRATION_N, RECALIBRATION_SEED, GeneratorEMA
 from fetalgan.evaluation import eval_fraction
 from fetalgan.generate import load_generator, sample_images_from
 from fetalgan.images import read_grey, write_grid
-from fetalgan.models import build, ema_decay, family
+from fetalgan.models import build, ema_decay
 from fetalgan.train import train
 
 
@@ -70,9 +71,7 @@ def test_batch_norm_statistics_of_the_average_are_its_own(tmp_path):
                 m.running_var.fill_(4.0)
     ema.update()  # the average now carries the trained network's statistics
     average = ema.averaged["generator"]
-    z = family(cfg.model).latents(
-        RECALIBRATION_N, cfg, torch.Generator().manual_seed(RECALIBRATION_SEED)
-    )
+    z = sampling.latents(RECALIBRATION_N, cfg, torch.Generator().manual_seed(RECALIBRATION_SEED))
 
     def mismatch() -> float:
         """How far eval-mode sampling is from the average's own batch statistics."""

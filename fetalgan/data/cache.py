@@ -25,6 +25,12 @@ def cache_root(override: str | None = None) -> Path:
     return Path(override or os.environ.get("FETALGAN_CACHE") or Path.home() / ".cache" / "fetalgan")
 
 
+def statistics_dir(cache_dir: str | None = None) -> Path:
+    """Where the real-image statistics (:mod:`fetalgan.metrics.stats`) of a data cache are
+    kept: ``cache_root(cache_dir)/stats``."""
+    return cache_root(cache_dir) / "stats"
+
+
 def stable_key(payload: Any, length: int = 20) -> str:
     """A hex id of a JSON-serialisable description (dict key order does not matter)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

@@ -100,3 +100,23 @@ def latents(n: int, cfg, generator, step: float | None = None):
     if n <= images.shape[0]:
         pick = torch.randperm(images.shape[0], generator=generator)[:n]
     return images[pick].float().div_(127.5).sub_(1.0)
+
+
+def check_unpaired(cfg, source_names: list[str], target_names: list[str]) -> None:
+    """ValueError when phantom ``data`` and ``target_data`` share a head (the domains must be
+    unpaired: training never sees a US image's own MR)."""
+    data, target = cfg.data, cfg.target_data
+    if not (data.kind == target.kind == "phantom" and data.phantom_seed == target.phantom_seed):
+        return
+    shared = sorted(set(source_names) & set(target_names))
+    if shared:
+        raise ValueError(
+            f"target_data: {len(shared)} phantom heads (e.g. {shared[0]}) are in both data and "
+            "target_data, which would pair the domains; give target_data disjoint indices, "
+            "e.g. data {order: listed, size: 400} and target_data {order: listed, skip: 400}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces of the networks and losses
+# --------------------------------------------------------------------------------------------

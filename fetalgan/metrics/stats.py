@@ -2,7 +2,8 @@
 
 The real set's Inception features (and their mean and covariance) and its rLBPv are computed
 once per dataset, resolution, size, FID weights, feature dimension and feature precision and
-kept in ``cache_root(cache_dir)/stats/{key}-{weights_sha256[:12]}-{dims}-{precision}.npz``; a
+kept in ``stats_dir/{key}-{weights_sha256[:12]}-{dims}-{precision}.npz`` (the caller says where:
+the data cache's ``fetalgan.data.cache.statistics_dir``; none: not cached); a
 sweep fills the entry once and every trial reads it. Features are extracted in IEEE fp32 (TF32
 off, ``inception.exact_fp32``) on every device, so an entry computed on the driver's CPU serves
 trials on GPUs; ``precision`` (``fp32`` or ``bf16``) is the one setting that changes them. The entry also records a sha256 of the image bytes, so a key
@@ -20,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fetalgan.config import EVAL_METRICS as TRAINING_METRICS  # the one list of them
 from fetalgan.files import atomic_write
+from fetalgan.metric_names import EVAL_METRICS as TRAINING_METRICS  # the one list of them
 
 if TYPE_CHECKING:
     from fetalgan.metrics.frechet import FrechetReference
@@ -69,16 +70,14 @@ def stats_path(
     key: str,
     weights_sha256: str,
     dims: int,
-    cache_dir: str | None = None,
+    stats_dir: str | Path,
     precision: str = "fp32",
 ) -> Path:
-    """``cache_root(cache_dir)/stats/{key}-{weights_sha256[:12]}-{dims}-{precision}.npz``."""
-    from fetalgan.data.cache import cache_root
-
+    """``stats_dir/{key}-{weights_sha256[:12]}-{dims}-{precision}.npz``."""
     if not key or "/" in key or os.sep in key:
         raise ValueError(f"statistics key must be a non-empty file-name part, got {key!r}")
     name = f"{key}-{weights_sha256[:12]}-{dims}-{precision}.npz"
-    return cache_root(cache_dir) / "stats" / name
+    return Path(stats_dir) / name
 
 
 def _save_stats(stats: RealStats, path: Path) -> None:
@@ -189,16 +188,16 @@ def _cached_real_statistics(
     key,
     weights_sha256,
     dims,
-    cache_dir,
+    stats_dir,
     get_model,
     batch_size,
     device,
     progress,
     precision="fp32",
 ) -> RealStats:
-    path = stats_path(key, weights_sha256, dims, cache_dir, precision)
+    path = stats_path(key, weights_sha256, dims, stats_dir, precision) if stats_dir else None
     digest = images_digest(images)
-    stats = _load_stats(path)
+    stats = _load_stats(path) if path is not None else None
     if stats is not None:
         if (
             stats.images_sha256 == digest
@@ -221,7 +220,8 @@ def _cached_real_statistics(
         images_sha256=digest,
         precision=precision,
     )
-    _save_stats(stats, path)
+    if path is not None:
+        _save_stats(stats, path)
     return stats
 
 
@@ -231,7 +231,7 @@ def real_statistics(
     key: str,
     weights: str | None = None,
     dims: int = 2048,
-    cache_dir: str | None = None,
+    stats_dir: str | Path | None = None,
     device="cpu",
     batch_size: int = 50,
     progress: bool = False,
@@ -252,7 +252,7 @@ def real_statistics(
         key=key,
         weights_sha256=sha,
         dims=dims,
-        cache_dir=cache_dir,
+        stats_dir=stats_dir,
         get_model=lambda: load_fid_network(weights_path, dims=dims, device=device)[0],
         batch_size=batch_size,
         device=device,
@@ -300,7 +300,7 @@ class TrainingMetrics:
         metrics=TRAINING_METRICS,
         fid_weights: str | None = None,
         device="cpu",
-        cache_dir: str | None = None,
+        stats_dir: str | Path | None = None,
         dims: int = 2048,
         batch_size: int = 50,
         precision: str = "fp32",
@@ -345,7 +345,7 @@ class TrainingMetrics:
                 key=key,
                 weights_sha256=self.weights_sha256,
                 dims=dims,
-                cache_dir=cache_dir,
+                stats_dir=stats_dir,
                 get_model=lambda: self.model,
                 batch_size=batch_size,
                 device=device,

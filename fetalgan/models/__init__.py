@@ -1,28 +1,34 @@
 """Model families, looked up by the config's ``model`` name.
 
-A family is a module with module-level functions that the one training loop calls:
+Each family is one folder ``fetalgan/models/<name>/``: a torch-free spec in its
+``__init__.py`` (:class:`~fetalgan.models.registry.FamilySpec`: config section, validation,
+generators, default EMA, target domain, real resolution, declared inputs) and the torch
+implementation in ``model.py``. The registry (:mod:`.registry`) lists them, so listing names
+and loading configs import no torch. ``MODEL_NAMES``, ``REGISTRY`` (name -> implementation
+module) and ``GENERATORS`` are read from it when asked for.
+
+The implementation is a module with module-level functions that the one training loop calls:
 
 - ``LOSS_NAMES``: names of the losses ``train_step`` returns, e.g. ``("loss_d", "loss_g")``;
 - ``build(cfg) -> dict[str, nn.Module]``: the networks, initialised, on the CPU;
 - ``make_optimizers(cfg, networks) -> dict[str, Optimizer]``;
 - ``train_step(networks, optimizers, real, cfg, ctx) -> Tensor``: one optimisation step on a
-  batch of real images ``(B, 1, R, R)`` in [-1, 1]; returns the detached losses as one tensor
+  batch of real images ``(B, C, R, R)`` in [-1, 1]; returns the detached losses as one tensor
   on the device (no host sync); ``ctx`` gives ``autocast()`` and ``no_sync(name)``;
-- ``latents(n, cfg, generator) -> Tensor``: the random inputs of ``n`` samples, on the CPU;
+- ``latents(n, cfg, generator) -> Tensor``: the random inputs of ``n`` samples, on the CPU
+  (not for translators: see below);
 - ``decode(networks, latents, cfg) -> Tensor``: images ``(n, 1, R', R')`` in [-1, 1].
 
-Translation families (``us2mri``, ``cyclegan``) also set ``TARGET_DOMAIN = True``: the loop
-loads ``cfg.target_data`` and gives ``train_step`` an unpaired batch of it as ``ctx.target``;
-their ``latents`` are US inputs, ``decode`` = ``translate(networks, us, cfg)``, and an optional
-``source_images(cfg, dataset)`` adds input channels (3D auxiliary input) to the training set.
-The US inputs come from the data layer (:mod:`fetalgan.data.translation_inputs`).
+Translation families (``us2mri``, ``cyclegan``: spec ``target_domain``) train on a second,
+unpaired domain: the loop loads ``cfg.target_data`` and gives ``train_step`` an unpaired batch
+of it as ``ctx.target``. Their inputs are US images from the data layer
+(:mod:`fetalgan.data.translation_inputs`, asked by :func:`fetalgan.sampling.latents` and the
+loop), with the neighbour slices the spec declares (``neighbour_step``: 3D auxiliary input) as
+extra channels; ``decode`` = ``translate(networks, us, cfg)``.
 
-Each family is one folder ``fetalgan/models/<name>/``: a torch-free spec in its
-``__init__.py`` (:class:`~fetalgan.models.registry.FamilySpec`: config section, validation,
-generators, default EMA, target domain, real resolution) and the implementation in
-``model.py``. The registry (:mod:`.registry`) lists them, so listing names imports no torch.
-``MODEL_NAMES``, ``REGISTRY`` (name -> implementation module) and ``GENERATORS`` are read from
-it when asked for.
+Adding a family: a folder ``models/<name>/`` (spec + ``model.py``), its name in
+``registry.BUILTIN``, a sweep file and tests (``tests/models/test_family_registry.py`` adds a
+test-only one).
 """
 
 from __future__ import annotations

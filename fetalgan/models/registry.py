@@ -52,10 +52,6 @@ class FamilySpec:
     upscale: int = 1  # real images are trained on at upscale x resolution (dsrgan: 2)
     # Keys of the section read once when training starts (PBT/PB2 may not change them)
     read_once: tuple[str, ...] = ()
-    # The data-layer module that provides the family's source inputs (translators:
-    # ``latents(n, cfg, generator, step)`` and ``source_images(cfg, dataset, step)`` of
-    # fetalgan.data.translation_inputs); the model code asks through it, never imports it
-    inputs: str | None = None
     # Declared input need: the spacing of the neighbour slices the family takes as extra
     # input channels (3D auxiliary input) for ``cfg``, or None (the slice alone)
     neighbour_step: Callable[[Any], float | None] | None = None

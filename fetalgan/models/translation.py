@@ -5,14 +5,12 @@ and the LSGAN loss.
 A translator's "latents" are US images ``(n, C, R, R)`` in [-1, 1] and ``decode`` translates
 them to MR ``(n, 1, R, R)``, so the one sampling path (training evaluation, ``generate``, the
 MLflow model) yields MR-like images that FID/KID compare with the MR reference. The family
-declares what inputs it needs (its spec's ``neighbour_step``: 3D auxiliary input) and names the
-data-layer module that provides them (its spec's ``inputs``); :func:`latents` and
-:func:`source_images` hand the request over, so no model module imports the data layer.
+declares what inputs it needs (its spec's ``target_domain`` and ``neighbour_step``: 3D
+auxiliary input) and the data layer provides them (:mod:`fetalgan.data.translation_inputs`,
+called by the training loop and the sampler): no model module imports the data layer.
 """
 
 from __future__ import annotations
-
-import importlib
 
 import torch
 import torch.nn.functional as F
@@ -21,50 +19,9 @@ from torch import nn
 from fetalgan.models import registry
 
 
-def _provider(cfg):
-    """The data-layer module the family of ``cfg`` names for its inputs, and the neighbour
-    step it asks for."""
-    spec = registry.spec(cfg.model)
-    return importlib.import_module(spec.inputs), spec.source_step(cfg)
-
-
 def source_channels(cfg) -> int:
     """Channels of a translator's input: 1, or 4 with neighbour slices (3D auxiliary input)."""
     return 1 if registry.spec(cfg.model).source_step(cfg) is None else 4
-
-
-def latents(n: int, cfg, generator):
-    """US inputs to translate, ``(n, C, R, R)`` in [-1, 1] on the CPU (the data layer's
-    :func:`fetalgan.data.translation_inputs.latents`)."""
-    inputs, step = _provider(cfg)
-    return inputs.latents(n, cfg, generator, step)
-
-
-def source_images(cfg, dataset):
-    """The training US set with the family's input channels, ``(N, C, R, R) uint8`` (the data
-    layer's :func:`fetalgan.data.translation_inputs.source_images`)."""
-    inputs, step = _provider(cfg)
-    return inputs.source_images(cfg, dataset, step)
-
-
-def check_unpaired(cfg, source_names: list[str], target_names: list[str]) -> None:
-    """ValueError when phantom ``data`` and ``target_data`` share a head (the domains must be
-    unpaired: training never sees a US image's own MR)."""
-    data, target = cfg.data, cfg.target_data
-    if not (data.kind == target.kind == "phantom" and data.phantom_seed == target.phantom_seed):
-        return
-    shared = sorted(set(source_names) & set(target_names))
-    if shared:
-        raise ValueError(
-            f"target_data: {len(shared)} phantom heads (e.g. {shared[0]}) are in both data and "
-            "target_data, which would pair the domains; give target_data disjoint indices, "
-            "e.g. data {order: listed, size: 400} and target_data {order: listed, skip: 400}"
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Pieces of the networks and losses
-# --------------------------------------------------------------------------------------------
 
 
 def structure_map(images):

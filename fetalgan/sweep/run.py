@@ -272,8 +272,9 @@ def warm_real_statistics(cfg: SweepConfig) -> None:
     that differ only in ``data.size`` or ``seed`` share one reference and one cache entry."""
     from fetalgan.config import reference_data
     from fetalgan.data import load_reference_images
+    from fetalgan.data.cache import statistics_dir
     from fetalgan.metrics.stats import real_statistics, reference_key
-    from fetalgan.models import family
+    from fetalgan.models import registry
 
     if not {"fid", "kid"} & set(cfg.base.eval_metrics):
         return  # LBPv and the paired metrics are computed by each trial without the network
@@ -292,7 +293,7 @@ def warm_real_statistics(cfg: SweepConfig) -> None:
     seen: set[str] = set()
     for combo in combos[:32]:
         tc = space.trial_config(base, combo)
-        resolution = getattr(family(tc.model), "real_resolution", lambda c: c.resolution)(tc)
+        resolution = registry.spec(tc.model).real_resolution(tc)
         ref = reference_data(tc)
         which = repr((ref, tc.eval_reference.seed, resolution, tc.fid_dims, tc.fid_weights))
         if which in seen:
@@ -304,7 +305,7 @@ def warm_real_statistics(cfg: SweepConfig) -> None:
             key=reference_key(reference.images),
             weights=tc.fid_weights,
             dims=tc.fid_dims,
-            cache_dir=ref.cache_dir,
+            stats_dir=statistics_dir(ref.cache_dir),
         )
     seconds = time.perf_counter() - t0
     print(f"fetalgan sweep: reference statistics ready ({len(seen)} set(s), {seconds:.1f} s)")

@@ -20,9 +20,9 @@ def test_real_statistics_are_cached_and_the_second_call_is_a_hit(
     reals, fid_weights_path, tmp_path, monkeypatch
 ):
     first = real_statistics(
-        reals, key="blobs32", weights=str(fid_weights_path), cache_dir=str(tmp_path)
+        reals, key="blobs32", weights=str(fid_weights_path), stats_dir=tmp_path / "stats"
     )
-    path = stats_path("blobs32", first.weights_sha256, 2048, str(tmp_path))
+    path = stats_path("blobs32", first.weights_sha256, 2048, tmp_path / "stats")
     assert path == tmp_path / "stats" / f"blobs32-{first.weights_sha256[:12]}-2048-fp32.npz"
     assert path.is_file()
     with np.load(path, allow_pickle=False) as f:  # plain arrays only
@@ -44,7 +44,7 @@ def test_real_statistics_are_cached_and_the_second_call_is_a_hit(
 
     monkeypatch.setattr(inception, "load_fid_network", no_network)
     second = real_statistics(
-        reals, key="blobs32", weights=str(fid_weights_path), cache_dir=str(tmp_path)
+        reals, key="blobs32", weights=str(fid_weights_path), stats_dir=tmp_path / "stats"
     )
     np.testing.assert_array_equal(second.features, first.features)
     np.testing.assert_array_equal(second.sigma, first.sigma)
@@ -53,13 +53,13 @@ def test_real_statistics_are_cached_and_the_second_call_is_a_hit(
     # the same key for other images is recomputed, not trusted
     with pytest.raises(AssertionError, match="cache hit"):
         real_statistics(
-            reals[:6], key="blobs32", weights=str(fid_weights_path), cache_dir=str(tmp_path)
+            reals[:6], key="blobs32", weights=str(fid_weights_path), stats_dir=tmp_path / "stats"
         )
 
 
 def test_bad_key_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="key"):
-        stats_path("a/b", "0" * 64, 2048, str(tmp_path))
+        stats_path("a/b", "0" * 64, 2048, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def training_metrics(reals, fid_weights_path, tmp_path_factory):
         metrics=["fid", "kid", "lbpv"],
         fid_weights=str(fid_weights_path),
         device="cpu",
-        cache_dir=str(tmp_path_factory.mktemp("cache")),
+        stats_dir=tmp_path_factory.mktemp("stats"),
         kid_subsets=10,
     )
 
@@ -139,13 +139,13 @@ def test_unknown_training_metric_is_rejected(reals):
 def test_feature_precision_is_part_of_the_cache_key(reals, fid_weights_path, tmp_path):
     """bf16 features are other numbers: their own cache entry, never the fp32 one's."""
     fp32 = real_statistics(
-        reals, key="blobs32", weights=str(fid_weights_path), cache_dir=str(tmp_path), dims=64
+        reals, key="blobs32", weights=str(fid_weights_path), stats_dir=tmp_path / "stats", dims=64
     )
     bf16 = real_statistics(
         reals,
         key="blobs32",
         weights=str(fid_weights_path),
-        cache_dir=str(tmp_path),
+        stats_dir=tmp_path / "stats",
         dims=64,
         precision="bf16",
     )
@@ -182,7 +182,7 @@ def test_the_reference_frechet_factor_is_cached_with_the_statistics(reals, tmp_p
 
     rng = np.random.default_rng(0)
     features = rng.standard_normal((40, 16)) @ rng.standard_normal((16, 16)) + 1.0
-    path = stats.stats_path("k", "0" * 64, 16, str(tmp_path))
+    path = stats.stats_path("k", "0" * 64, 16, tmp_path / "stats")
     old = _stats_of(features, reals)  # no frechet part: as an older cache entry
     stats._save_stats(old, path)
     with np.load(path) as f:
@@ -191,7 +191,7 @@ def test_the_reference_frechet_factor_is_cached_with_the_statistics(reals, tmp_p
     def no_network():
         raise AssertionError("the FID network was loaded on a cache hit")
 
-    common = dict(key="k", weights_sha256="0" * 64, dims=16, cache_dir=str(tmp_path))
+    common = dict(key="k", weights_sha256="0" * 64, dims=16, stats_dir=tmp_path / "stats")
     common |= dict(get_model=no_network, batch_size=8, device="cpu", progress=False)
     loaded = stats._cached_real_statistics(reals, **common)
     assert loaded.frechet is not None and loaded.frechet.triangular

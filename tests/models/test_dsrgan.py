@@ -11,7 +11,7 @@ from fetalgan.checkpoint import load_checkpoint
 from fetalgan.config import ConfigError, TrainConfig, load_train, with_overrides
 from fetalgan.generate import generate
 from fetalgan.images import read_grey
-from fetalgan.models import build, dsrgan
+from fetalgan.models import build, dsrgan, registry
 from fetalgan.train import train
 
 
@@ -141,7 +141,7 @@ class _Ctx:
 
 def test_real_at_twice_resolution_and_epoch_from_the_loop(tmp_path):
     cfg = tiny_dsrgan(tmp_path)
-    assert dsrgan.real_resolution(cfg) == 64
+    assert registry.spec("dsrgan").real_resolution(cfg) == 64
     nets = build(cfg)
     opts = dsrgan.make_optimizers(cfg, nets)
     real = torch.rand(4, 1, 64, 64) * 2 - 1

@@ -35,7 +35,6 @@ SPEC = FamilySpec(
     section=CycleganConfig,
     validate=validate,
     target_domain=True,
-    inputs="fetalgan.data.translation_inputs",
 )
 
 

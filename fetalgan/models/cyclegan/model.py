@@ -18,10 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fetalgan.models import translation as tr
-from fetalgan.models.cyclegan import SPEC
-from fetalgan.models.translation import latents  # noqa: F401  (family API)
 
-TARGET_DOMAIN = SPEC.target_domain  # the loop passes a batch of target_data (MR) as ctx.target
 LOSS_NAMES = ("loss_d", "loss_g", "loss_cycle")
 GENERATORS = ("us_to_mr", "mr_to_us")
 
@@ -113,4 +110,4 @@ def translate(networks, us, cfg):
     return networks["us_to_mr"](us[:, :1])
 
 
-decode = translate  # the sampling path: latents are US inputs
+decode = translate  # the sampling path: its latents are US inputs (fetalgan.sampling.latents)

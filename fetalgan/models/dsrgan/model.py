@@ -17,7 +17,7 @@ matched to the stored real histogram (``skimage.exposure.match_histograms``' CDF
 then the SR generator -> ``(n, 1, 2R, 2R)``; before stage B has run a step, bilinear ×2.
 
 Real images at 2R: the trainer gives batches at ``resolution``. A loop that honours
-``real_resolution(cfg)`` (2 × ``resolution``) gives true (R -> 2R) pairs; at ``resolution``
+its spec's ``real_resolution(cfg)`` (``upscale`` 2: 2 × ``resolution``) gives true (R -> 2R) pairs; at ``resolution``
 the SR stage learns ×2 on (R/2 -> R) pairs of the same images (it is fully convolutional) and
 is applied at R -> 2R. Stage: ``ctx.epoch`` when the loop provides it; otherwise inferred from
 a step counter buffer and the per-epoch step count of ``data.size`` images (or
@@ -32,14 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fetalgan.models.ddpm import model as ddpm
-from fetalgan.models.dsrgan import SPEC
 
 LOSS_NAMES = ("loss_diffusion", "loss_sr_d", "loss_sr_g")
-
-
-def real_resolution(cfg) -> int:
-    """Side of the real images this family trains on best: the output size, 2 × resolution."""
-    return SPEC.real_resolution(cfg)
 
 
 class ResidualBlock(nn.Module):

@@ -56,7 +56,6 @@ SPEC = FamilySpec(
     section=Us2mriConfig,
     validate=validate,
     target_domain=True,
-    inputs="fetalgan.data.translation_inputs",
     read_once=("slice_step",),  # the training set's aux channels are built once
     neighbour_step=neighbour_step,
 )

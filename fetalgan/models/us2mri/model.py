@@ -35,10 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fetalgan.models import translation as tr
-from fetalgan.models.translation import latents, source_images  # noqa: F401  (family API)
-from fetalgan.models.us2mri import SPEC
 
-TARGET_DOMAIN = SPEC.target_domain  # the loop passes a batch of target_data (MR) as ctx.target
 LOSS_NAMES = ("loss_d", "loss_g", "loss_rec")
 
 
@@ -215,4 +212,4 @@ def translate(networks, us, cfg):
     return networks["mr_decoder"](latent, features)
 
 
-decode = translate  # the sampling path: latents are US inputs
+decode = translate  # the sampling path: its latents are US inputs (fetalgan.sampling.latents)
