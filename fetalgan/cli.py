@@ -492,6 +492,14 @@ def cmd_study_analyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_checkpoint_source(p) -> None:
+    """Where a command's generator comes from: a file, a sweep's best run or a run."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint file or directory")
+    src.add_argument("--best", metavar="EXPERIMENT", help="the best run of this MLflow experiment")
+    src.add_argument("--run", metavar="RUN_ID", help="this MLflow run's checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fetalgan",
@@ -499,7 +507,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_sweep(sub)
+    _add_best(sub)
+    _add_select(sub)
+    _add_generate(sub)
+    _add_evaluate(sub)
+    _add_translate(sub)
+    _add_data(sub)
+    _add_examples(sub)
+    _add_report(sub)
+    _add_study(sub)
+    return parser
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a config's `base` once, without Ray")
     p.add_argument("config", help="sweep or training YAML file")
     p.add_argument("--out", help="run directory (default runs/train-TIMESTAMP)")
@@ -526,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (with --replay)")
     p.set_defaults(func=cmd_train)
 
+
+def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="run a Ray Tune sweep tracked in MLflow")
     p.add_argument("config", help="sweep YAML file")
     p.add_argument("--resume", action="store_true", help="resume an interrupted sweep")
@@ -560,12 +584,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_sweep)
 
+
+def _add_best(sub) -> None:
     p = sub.add_parser("best", help="the best run of a sweep's MLflow experiment")
     p.add_argument("experiment", help="experiment name (the sweep's `name`)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--tracking-uri", help="MLflow tracking URI")
     p.set_defaults(func=cmd_best)
 
+
+def _add_select(sub) -> None:
     p = sub.add_parser(
         "select",
         help="run a finished sweep's final selection (again): re-score its top trials on "
@@ -585,11 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI")
     p.set_defaults(func=cmd_select)
 
+
+def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="write images from a trained generator")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="checkpoint file or directory")
-    src.add_argument("--best", metavar="EXPERIMENT", help="the best run of this MLflow experiment")
-    src.add_argument("--run", metavar="RUN_ID", help="this MLflow run's checkpoint")
+    _add_checkpoint_source(p)
     p.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
@@ -603,6 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (with --best/--run)")
     p.set_defaults(func=cmd_generate)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="FID, KID, PSNR, MI, SSIM, LBPv of fakes against reals")
     _add_real_options(
         p,
@@ -631,11 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_translate(sub) -> None:
     p = sub.add_parser("translate", help="US images -> MR-like images (us2mri, cyclegan)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="checkpoint file or directory")
-    src.add_argument("--best", metavar="EXPERIMENT", help="the best run of this MLflow experiment")
-    src.add_argument("--run", metavar="RUN_ID", help="this MLflow run's checkpoint")
+    _add_checkpoint_source(p)
     p.add_argument("--in", dest="in_dir", required=True, help="folder of US images")
     p.add_argument("--out", required=True, help="output folder: one PNG per input, same name")
     p.add_argument("--batch-size", type=int, default=64)
@@ -643,6 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (with --best/--run)")
     p.set_defaults(func=cmd_translate)
 
+
+def _add_data(sub) -> None:
     p = sub.add_parser("data", help="dataset tools")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="TOOL")
     q = data_sub.add_parser("phantom", help="write procedural fetal-head ultrasound (or MR) PNGs")
@@ -659,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=cmd_data_phantom)
     _add_data_tools(data_sub)
+
+
+def _add_examples(sub) -> None:
     p = sub.add_parser(
         "examples",
         help="copy the example sweeps, slurm/ray_cluster.sh and mlflow/server.sh into a folder",
@@ -666,6 +699,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="folder to copy into (created if needed)")
     p.add_argument("--force", action="store_true", help="overwrite files that already exist")
     p.set_defaults(func=cmd_examples)
+
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="HTML report (tables, curves, samples) of a sweep")
     p.add_argument("experiment", help="experiment name (the sweep's `name`)")
     p.add_argument("--out", help="output folder (default reports/EXPERIMENT)")
@@ -673,6 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI")
     p.set_defaults(func=cmd_report)
 
+
+def _add_study(sub) -> None:
     p = sub.add_parser("study", help="reader study: real/fake and quality ratings")
     study_sub = p.add_subparsers(dest="study_command", required=True, metavar="STEP")
     q = study_sub.add_parser("create", help="a seeded, balanced, shuffled study file")
@@ -725,7 +763,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", help="also write the results to this JSON file")
     q.add_argument("--tracking-uri", help="MLflow tracking URI")
     q.set_defaults(func=cmd_study_analyse)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
