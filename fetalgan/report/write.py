@@ -84,34 +84,9 @@ def write_report(
     if significance is not None:
         csv_files.append(write_csv(significance, out / "significance.csv"))
 
-    pngs: dict[str, Path] = {}
-    curves = curves_figure(sweep, out / "curves.png")
-    if curves:
-        pngs["curves"] = curves
-    schedules = schedules_figure(sweep, out / "schedules.png")
-    if schedules:
-        pngs["schedules"] = schedules
-    hyper = hyperparams_figure(sweep, varying, out / "hyperparams.png")
-    if hyper:
-        pngs["hyperparams"] = hyper
-    elif sweep.trials:
-        notes.append("no hyperparameter varies between the trials: no metric-vs-parameter plot")
-
-    best = best_trial(sweep)
-    best_value = None if best is None else trial_best(best, sweep.objective)[1]
+    pngs = _figures(sweep, varying, out, notes)
     selection = selection_table(sweep, parent)
-    selected_epoch = None
-    if selection is not None:  # the final selection's winner is the sweep's best
-        winner = selection["winner"]
-        best = next((t for t in sweep.trials if t.run_id == winner["run_id"]), best)
-        best_value, selected_epoch = winner["in_sweep"], winner["epoch"]
-    tagged = names.tag(parent.tags if parent else {}, names.BEST_RUN_TAG)
-    if best is not None and tagged is not None and tagged != best.run_id:
-        notes.append(
-            f"the sweep run's {names.BEST_RUN_TAG} tag names run {tagged}, but by each trial's "
-            f"best {sweep.metric} the best is {best.run_name} ({best.run_id}); "
-            "the report shows the latter"
-        )
+    best, best_value, selected_epoch = _best(sweep, selection, notes)
     best_epoch, samples_note, real_note = None, "no finished trial with the metric", ""
     if best is not None:
         grid, best_epoch, samples_note = best_samples(sweep, best, out, selected_epoch)
@@ -167,6 +142,46 @@ def write_report(
         "logged_to": logged_to,
         "notes": notes,
     }
+
+
+def _figures(sweep: SweepRecord, varying: list[str], out: Path, notes: list[str]) -> dict:
+    """The sweep's figures written into ``out``, by name (curves, schedules, hyperparams),
+    those the sweep has data for."""
+    pngs: dict[str, Path] = {}
+    curves = curves_figure(sweep, out / "curves.png")
+    if curves:
+        pngs["curves"] = curves
+    schedules = schedules_figure(sweep, out / "schedules.png")
+    if schedules:
+        pngs["schedules"] = schedules
+    hyper = hyperparams_figure(sweep, varying, out / "hyperparams.png")
+    if hyper:
+        pngs["hyperparams"] = hyper
+    elif sweep.trials:
+        notes.append("no hyperparameter varies between the trials: no metric-vs-parameter plot")
+    return pngs
+
+
+def _best(sweep: SweepRecord, selection: dict | None, notes: list[str]):
+    """The trial the report shows as the sweep's best, its value and (after a final
+    selection, whose winner it is) the selected epoch; a note where the parent's best tag
+    disagrees."""
+    best = best_trial(sweep)
+    best_value = None if best is None else trial_best(best, sweep.objective)[1]
+    selected_epoch = None
+    if selection is not None:  # the final selection's winner is the sweep's best
+        winner = selection["winner"]
+        best = next((t for t in sweep.trials if t.run_id == winner["run_id"]), best)
+        best_value, selected_epoch = winner["in_sweep"], winner["epoch"]
+    parent = sweep.parent
+    tagged = names.tag(parent.tags if parent else {}, names.BEST_RUN_TAG)
+    if best is not None and tagged is not None and tagged != best.run_id:
+        notes.append(
+            f"the sweep run's {names.BEST_RUN_TAG} tag names run {tagged}, but by each trial's "
+            f"best {sweep.metric} the best is {best.run_name} ({best.run_id}); "
+            "the report shows the latter"
+        )
+    return best, best_value, selected_epoch
 
 
 def selection_table(sweep: SweepRecord, parent: RunRecord | None) -> dict | None:
