@@ -621,34 +621,22 @@ def check_root(
     (:func:`fetalgan.data.datasets.detect_kind`). ``ValueError``/``FileNotFoundError`` naming
     the option for a usage error (no such folder, filters on a kind without them, a filter
     value the CSV lacks)."""
-    from fetalgan.config import FITS, REAL_KINDS, DataConfig
-    from fetalgan.data.datasets import KIND_SIGNS, _is_hc18_image, detect_kind
+    from fetalgan.data.datasets import KIND_SIGNS, _is_hc18_image, real_data
 
-    if kind not in REAL_KINDS:
-        raise ValueError(f"--kind: unknown value {kind!r}; expected one of {', '.join(REAL_KINDS)}")
-    if fit not in FITS:
-        raise ValueError(f"--fit: unknown value {fit!r}; expected one of {', '.join(FITS)}")
     if resolution is not None and resolution < 1:
         raise ValueError(f"--resolution: must be >= 1 (px), got {resolution}")
-    root = Path(root)
-    if not root.is_dir():
-        what = "not found" if not root.exists() else "is not a folder"
-        raise FileNotFoundError(
-            f"ROOT {root}: {what}; give a dataset folder: HC18's (ROOT/training_set/*_HC.png), "
-            "FETAL_PLANES_DB's (ROOT/FETAL_PLANES_DB_data.csv) or a folder of images"
-        )
-    picked = detect_kind(root) if kind == "auto" else kind
-    filters = {"plane": plane, "brain_plane": brain_plane, "machine": machine}
-    filters["train_split"] = train_split
-    given = [ROOT_OPTIONS[name] for name, value in filters.items() if value is not None]
-    if given and picked != "planes":
-        how = "detected from its contents" if kind == "auto" else f"--kind {kind}"
-        raise ValueError(
-            f"{given[0]}: selects FETAL_PLANES_DB rows, but {root} is {picked} ({how}); give "
-            "the FETAL_PLANES_DB folder (ROOT/FETAL_PLANES_DB_data.csv)"
-        )
+    data = real_data(
+        root,
+        kind=kind,
+        fit=fit,
+        plane=plane,
+        brain_plane=brain_plane,
+        machine=machine,
+        train_split=train_split,
+        options=ROOT_OPTIONS,
+    )
+    root, picked = Path(root), data.kind
     why = f"detected: {KIND_SIGNS[picked]}" if kind == "auto" else f"--kind {kind}"
-    data = DataConfig(kind=picked, root=str(root), fit=fit, **filters)
     check = check_dataset(
         data,
         label=str(root),

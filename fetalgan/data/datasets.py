@@ -375,35 +375,42 @@ def real_data(
     brain_plane: str | None = None,
     machine: str | None = None,
     train_split: bool | None = None,
+    options: dict[str, str] | None = None,
 ) -> DataConfig:
     """The real set ``--real root`` names, as the :class:`~fetalgan.config.DataConfig` that
     training on it would use: ``kind`` one of ``auto`` (:func:`detect_kind`), ``hc18``,
     ``planes``, ``folder``; the planes filters only with ``planes``; ``fit`` as ``data.fit``.
-    ``ValueError``/``FileNotFoundError`` naming the option (``--real-kind``, ``--plane``...)."""
+    ``ValueError``/``FileNotFoundError`` naming the option that set the value: ``options``
+    maps each DataConfig field to it (default :data:`REAL_OPTIONS`, those of evaluate and
+    study: ``--real``, ``--real-kind``, ``--plane``...)."""
     from fetalgan.config import FITS, REAL_KINDS, DataConfig
 
+    options = options or REAL_OPTIONS
     if kind not in REAL_KINDS:
         raise ValueError(
-            f"--real-kind: unknown value {kind!r}; expected one of {', '.join(REAL_KINDS)}"
+            f"{options['kind']}: unknown value {kind!r}; expected one of {', '.join(REAL_KINDS)}"
         )
     if fit not in FITS:
-        raise ValueError(f"--fit: unknown value {fit!r}; expected one of {', '.join(FITS)}")
+        raise ValueError(
+            f"{options['fit']}: unknown value {fit!r}; expected one of {', '.join(FITS)}"
+        )
     root = Path(root)
     if not root.is_dir():
         what = "not found" if not root.exists() else "is not a folder"
         raise FileNotFoundError(
-            f"--real {root}: {what}; give a folder of real images, the HC18 folder "
+            f"{options['root']} {root}: {what}; give a folder of real images, the HC18 folder "
             f"(ROOT/training_set/*_HC.png) or the FETAL_PLANES_DB folder (ROOT/{PLANES_CSV})"
         )
     picked = detect_kind(root) if kind == "auto" else kind
     filters = {"plane": plane, "brain_plane": brain_plane, "machine": machine}
     filters["train_split"] = train_split
-    given = [REAL_OPTIONS[name] for name, value in filters.items() if value is not None]
+    given = [options[name] for name, value in filters.items() if value is not None]
     if given and picked != "planes":
-        how = "detected from its contents" if kind == "auto" else f"--real-kind {kind}"
+        how = "detected from its contents" if kind == "auto" else f"{options['kind']} {kind}"
         raise ValueError(
-            f"{given[0]}: selects FETAL_PLANES_DB rows, but --real {root} is {picked} ({how}); "
-            f"give the FETAL_PLANES_DB folder (ROOT/{PLANES_CSV}) as --real"
+            f"{given[0]}: selects FETAL_PLANES_DB rows, but {options['root']} {root} is "
+            f"{picked} ({how}); give the FETAL_PLANES_DB folder (ROOT/{PLANES_CSV}) as "
+            f"{options['root']}"
         )
     return DataConfig(kind=picked, root=str(root), fit=fit, **filters)
 
