@@ -32,7 +32,8 @@ from interleave import summary
 from fetalgan.config import TrainConfig, with_overrides
 from fetalgan.data import load_training_images
 from fetalgan.devices import pick_device
-from fetalgan.models import build, ddpm, family
+from fetalgan.models import build, family
+from fetalgan.models.ddpm import model as ddpm
 from fetalgan.sampling import autocast_dtype
 from fetalgan.train import StepContext
 

@@ -3,7 +3,7 @@ import torch
 
 from fetalgan.config import TrainConfig
 from fetalgan.models import build
-from fetalgan.models.dcgan import Discriminator, Generator
+from fetalgan.models.dcgan.model import Discriminator, Generator
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128, 256])

@@ -6,7 +6,8 @@ from fetalgan.checkpoint import load_checkpoint
 from fetalgan.config import ConfigError, TrainConfig, load_train, with_overrides
 from fetalgan.generate import generate
 from fetalgan.images import read_grey
-from fetalgan.models import build, ddpm
+from fetalgan.models import build
+from fetalgan.models.ddpm import model as ddpm
 from fetalgan.train import train
 
 

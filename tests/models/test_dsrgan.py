@@ -11,7 +11,8 @@ from fetalgan.checkpoint import load_checkpoint
 from fetalgan.config import ConfigError, TrainConfig, load_train, with_overrides
 from fetalgan.generate import generate
 from fetalgan.images import read_grey
-from fetalgan.models import build, dsrgan, registry
+from fetalgan.models import build, registry
+from fetalgan.models.dsrgan import model as dsrgan
 from fetalgan.train import train
 
 

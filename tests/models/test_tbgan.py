@@ -8,7 +8,8 @@ from fetalgan.checkpoint import load_checkpoint
 from fetalgan.config import ConfigError, TrainConfig, load_train, with_overrides
 from fetalgan.generate import generate
 from fetalgan.images import read_grey
-from fetalgan.models import build, diffaugment, tbgan
+from fetalgan.models import build, diffaugment
+from fetalgan.models.tbgan import model as tbgan
 from fetalgan.train import train
 
 

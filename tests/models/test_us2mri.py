@@ -130,7 +130,7 @@ def test_each_switch_changes_the_model_and_a_step_runs(tmp_path, switches, prese
 
 
 def test_cross_modal_attention_reads_the_other_modality():
-    from fetalgan.models.us2mri import CrossModalAttention
+    from fetalgan.models.us2mri.model import CrossModalAttention
 
     torch.manual_seed(0)
     block = CrossModalAttention(16)

@@ -36,10 +36,3 @@ SPEC = FamilySpec(
     validate=validate,
     target_domain=True,
 )
-
-
-def __getattr__(name: str):
-    # The implementation's names through the old path (``fetalgan.models.NAME.X``); imports torch.
-    if name.startswith("__"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(SPEC.implementation(), name)

@@ -8,10 +8,3 @@ from fetalgan.models.registry import FamilySpec
 
 # EMA off by default: the paper's study sampled the raw weights.
 SPEC = FamilySpec(name="dcgan", module="fetalgan.models.dcgan.model", generators=("generator",))
-
-
-def __getattr__(name: str):
-    # The implementation's names through the old path (``fetalgan.models.NAME.X``); imports torch.
-    if name.startswith("__"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(SPEC.implementation(), name)

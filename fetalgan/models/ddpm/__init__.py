@@ -63,10 +63,3 @@ SPEC = FamilySpec(
     default_ema_decay=0.999,
     read_once=("beta_start", "beta_end"),  # the noise schedule is built once
 )
-
-
-def __getattr__(name: str):
-    # The implementation's names through the old path (``fetalgan.models.NAME.X``); imports torch.
-    if name.startswith("__"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(SPEC.implementation(), name)

@@ -59,10 +59,3 @@ SPEC = FamilySpec(
     read_once=("slice_step",),  # the training set's aux channels are built once
     neighbour_step=neighbour_step,
 )
-
-
-def __getattr__(name: str):
-    # The implementation's names through the old path (``fetalgan.models.NAME.X``); imports torch.
-    if name.startswith("__"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(SPEC.implementation(), name)
