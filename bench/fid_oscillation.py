@@ -48,9 +48,10 @@ def main() -> int:
 
     from fetalgan.config import train_config_from_dict
     from fetalgan.data.datasets import load_reference_images
-    from fetalgan.generate import load_generator, sample_images_from
+    from fetalgan.generate import load_generator
     from fetalgan.metrics.frechet import fid_from_features
     from fetalgan.metrics.inception import extract_features
+    from fetalgan.sampling import sample_images
     from fetalgan.train import train
 
     work = Path(tempfile.mkdtemp(prefix="fetalgan-oscillation-"))
@@ -63,7 +64,7 @@ def main() -> int:
     )
 
     def draw(networks, cfg, seed):  # one in-sweep evaluation's worth: 64 fakes
-        fakes = sample_images_from(networks, cfg, 64, seed=seed)
+        fakes = sample_images(networks, cfg, 64, seed=seed)
         return fid_from_features(in_sweep, extract_features(fakes, model))["fid"]
 
     out = {}

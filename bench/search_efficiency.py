@@ -171,13 +171,14 @@ def rescore_reference(args, cache_dir: str):
 
 def rescore(checkpoint: Path, reference, args) -> float:
     """FID of ``--rescore-n`` fakes of ``checkpoint`` against the re-score reference."""
-    from fetalgan.generate import load_generator, sample_images_from
+    from fetalgan.generate import load_generator
     from fetalgan.metrics.frechet import fid_from_features
     from fetalgan.metrics.inception import extract_features
+    from fetalgan.sampling import sample_images
 
     model, real_feats = reference
     networks, cfg = load_generator(checkpoint, device="cpu")
-    fakes = sample_images_from(networks, cfg, args.rescore_n, seed=12345)
+    fakes = sample_images(networks, cfg, args.rescore_n, seed=12345)
     return fid_from_features(real_feats, extract_features(fakes, model))["fid"]
 
 

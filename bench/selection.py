@@ -112,11 +112,12 @@ class FourthSet:
         self.scores: dict[str, float] = {}
 
     def __call__(self, checkpoint: Path, key: str) -> float:
-        from fetalgan.generate import load_generator, sample_images_from
+        from fetalgan.generate import load_generator
+        from fetalgan.sampling import sample_images
 
         if key not in self.scores:
             networks, cfg = load_generator(checkpoint, device="cpu")
-            fakes = sample_images_from(networks, cfg, 1024, seed=777)
+            fakes = sample_images(networks, cfg, 1024, seed=777)
             self.scores[key] = float(self.evaluator(fakes)["fid"])
         return self.scores[key]
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fetalgan.sampling import check_counts, iter_samples, sample_images
+from fetalgan.sampling import check_counts, iter_samples
 
 # The names this module offered before the sampler had a module of its own.
-iter_image_batches = iter_samples
-sample_images_from = sample_images
 
 
 def load_generator(checkpoint: str | Path, device: str = "auto"):

@@ -39,13 +39,12 @@ from fetalgan.evaluation import (
 )
 from fetalgan.models import ema_decay, registry
 from fetalgan.models.registry import FamilySpec
-from fetalgan.sampling import (  # noqa: F401  (autocast_dtype, ...: importers of fetalgan.train)
+from fetalgan.sampling import (
     EVAL_SEED_OFFSET,
     autocast_context,
     autocast_dtype,
     sample_images,
     sampling_batch_size,
-    to_uint8_tensor,
 )
 from fetalgan.train_state import (
     TrainState,

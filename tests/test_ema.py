@@ -15,9 +15,10 @@ from fetalgan.checkpoint import load_checkpoint, load_networks
 from fetalgan.config import ConfigError, TrainConfig, validate_train, with_overrides
 from fetalgan.ema import RECALIBRATION_N, RECALIBRATION_SEED, GeneratorEMA
 from fetalgan.evaluation import eval_fraction
-from fetalgan.generate import load_generator, sample_images_from
+from fetalgan.generate import load_generator
 from fetalgan.images import read_grey, write_grid
 from fetalgan.models import build, ema_decay
+from fetalgan.sampling import sample_images
 from fetalgan.train import train
 
 
@@ -152,13 +153,13 @@ def test_samples_best_checkpoint_and_generate_use_the_average(tmp_path):
     seed, n = cfg.seed + 1_000_003, cfg.eval_n
     grid = read_grey(run / "samples" / "epoch_0002.png")
     networks, loaded_cfg = load_generator(last_file, device="cpu")
-    write_grid(sample_images_from(networks, loaded_cfg, n, seed=seed), tmp_path / "ema.png", 8)
+    write_grid(sample_images(networks, loaded_cfg, n, seed=seed), tmp_path / "ema.png", 8)
     assert (read_grey(tmp_path / "ema.png") == grid).all()
     raw = build(loaded_cfg)
     load_networks(raw, load_checkpoint(last_file), last_file)
     for net in raw.values():
         net.eval()
-    write_grid(sample_images_from(raw, loaded_cfg, n, seed=seed), tmp_path / "raw.png", 8)
+    write_grid(sample_images(raw, loaded_cfg, n, seed=seed), tmp_path / "raw.png", 8)
     assert not (read_grey(tmp_path / "raw.png") == grid).all()
 
 

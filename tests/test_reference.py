@@ -99,12 +99,13 @@ def _evaluate_like_the_trainer(tmp_path, cfg: TrainConfig, run_dir, metrics) -> 
     the checkpoint written at that evaluation, with the trainer's sampling seed) against its
     reference written as PNG files."""
     from fetalgan.evaluate import evaluate_folders
-    from fetalgan.generate import load_generator, sample_images_from
+    from fetalgan.generate import load_generator
     from fetalgan.images import write_images
+    from fetalgan.sampling import sample_images
 
     evaluation = train(cfg, run_dir=run_dir, progress=False)
     networks, saved_cfg = load_generator(run_dir / "checkpoints" / "last.pt", device="cpu")
-    fakes = sample_images_from(networks, saved_cfg, cfg.eval_n, seed=cfg.seed + 1_000_003)
+    fakes = sample_images(networks, saved_cfg, cfg.eval_n, seed=cfg.seed + 1_000_003)
     write_images(fakes, tmp_path / "fakes")
     reference = load_reference_images(cfg, cfg.resolution)
     write_images(reference.images, tmp_path / "reference")

@@ -37,7 +37,8 @@ def test_trainer_keeps_the_k_best_evaluations_weights(tmp_path):
     """keep_candidates=2: the full state keeps the two best evaluations' generator weights
     (best first); the candidate file of the best one samples exactly what best.pt samples."""
     from fetalgan.checkpoint import candidate_weights, load_checkpoint, save_checkpoint
-    from fetalgan.generate import load_generator, sample_images_from
+    from fetalgan.generate import load_generator
+    from fetalgan.sampling import sample_images
     from fetalgan.train import train
 
     cfg = tiny_train_config(tmp_path / "cache", epochs=4, eval_metrics=["lbpv"])
@@ -50,10 +51,10 @@ def test_trainer_keeps_the_k_best_evaluations_weights(tmp_path):
     assert [c["value"] for c in kept] == sorted(values.values())[:2]
     assert set(kept[0]["networks"]) == {"generator"}  # the sampling networks only
     path = save_checkpoint(tmp_path / "cand.pt", candidate_weights(state, kept[0]))
-    from_candidate = sample_images_from(*load_generator(path, "cpu"), 8, seed=3)
+    from_candidate = sample_images(*load_generator(path, "cpu"), 8, seed=3)
     best = tmp_path / "run" / "checkpoints" / "best.pt"
     assert load_checkpoint(best)["epoch"] == kept[0]["epoch"]
-    assert torch.equal(from_candidate, sample_images_from(*load_generator(best, "cpu"), 8, seed=3))
+    assert torch.equal(from_candidate, sample_images(*load_generator(best, "cpu"), 8, seed=3))
     # one candidate kept: no candidates in the state (the default costs nothing)
     train(cfg, run_dir=tmp_path / "one", progress=False, objective=objective)
     assert "candidates" not in load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")

@@ -14,8 +14,9 @@ from tiny import tiny_train_config
 
 import mlflow
 from fetalgan.checkpoint import load_checkpoint
-from fetalgan.generate import generate, load_generator, sample_images_from
+from fetalgan.generate import generate, load_generator
 from fetalgan.images import read_grey
+from fetalgan.sampling import sample_images
 from fetalgan.tracking.model import _request, _store, log_generator_model, model_checkpoint
 from fetalgan.tracking.names import MODEL_NAME
 from fetalgan.train import train
@@ -119,7 +120,7 @@ def test_loaded_model_gives_the_images_of_generate(logged, tmp_path):
     assert "/code/fetalgan/" in str(got["fetalgan_file"])
 
     networks, cfg = load_generator(logged["checkpoint"], device="cpu")
-    expected = sample_images_from(networks, cfg, 16, seed=0).numpy()[:, 0]
+    expected = sample_images(networks, cfg, 16, seed=0).numpy()[:, 0]
     paths = generate(logged["checkpoint"], 16, tmp_path / "g", seed=0, device="cpu", progress=False)
     written = np.stack([read_grey(p) for p in paths])
     assert np.array_equal(written, expected)
@@ -129,7 +130,7 @@ def test_loaded_model_gives_the_images_of_generate(logged, tmp_path):
         assert got[key].shape == (16, 32, 32)
         assert np.array_equal(got[key], written), key
     assert got["dict"].std() > 0  # real images, not a constant
-    other = sample_images_from(networks, cfg, 4, seed=1).numpy()[:, 0]
+    other = sample_images(networks, cfg, 4, seed=1).numpy()[:, 0]
     assert np.array_equal(got["dict_seed1"], other)
     assert np.array_equal(got["params_seed1"], other)
     assert not np.array_equal(got["dict_seed1"], written[:4])

@@ -183,7 +183,7 @@ def test_deterministic_is_set_per_run(tmp_path):
 def test_auto_precision_takes_only_native_bf16_on_cuda(monkeypatch):
     """A pre-Ampere GPU emulates bf16 (torch's default answer counts emulation): ``auto``
     stays fp32 there; an explicit ``bf16`` is honoured."""
-    from fetalgan.train import autocast_dtype
+    from fetalgan.sampling import autocast_dtype
 
     def emulated_only(including_emulation=True):
         return including_emulation
@@ -197,7 +197,7 @@ def test_auto_precision_takes_only_native_bf16_on_cuda(monkeypatch):
 
 
 def test_sampling_batch_size_by_resolution():
-    from fetalgan.train import sampling_batch_size
+    from fetalgan.sampling import sampling_batch_size
 
     sizes = {
         r: sampling_batch_size(with_overrides(TrainConfig(), {"resolution": r}))
