@@ -329,6 +329,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path):
         assert "License-Expression: MIT" in metadata
         assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
         assert "fetalgan/templates/report.html" in names
+        for module in (REPO / "fetalgan").rglob("*.py"):  # every subpackage (models/<family>/...)
+            assert module.relative_to(REPO).as_posix() in names, module
         assert any(n.startswith("fetalgan/study/templates/") for n in names)
         assert any(n.startswith("fetalgan/study/static/") for n in names)
     assert f"Version: {PROJECT['version']}" in metadata
