@@ -29,11 +29,16 @@ How a fetch behaves:
   them). A root with a valid ``dataset.json`` is "already there": its counts are re-checked
   (no checksums, no network) and nothing else happens.
 
-One fetch at a time per root: two runs on the same root would write the same ``.part`` file.
+One fetch at a time per root (two runs would write the same ``.part`` file): a fetch holds
+``ROOT/.fetch.lock`` (host, pid, start time) while it works; another fetch of that root,
+from any node sharing the folder, is refused naming the holder. A lock left by a fetch that
+was killed on this host (its pid is gone) is taken over; one from another host is named with
+the command that removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -42,6 +47,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import stat
 import tempfile
 import urllib.error
@@ -60,6 +66,7 @@ TIMEOUT_S = 60  # seconds a connection or a read may wait for the server before 
 CHUNK = 1 << 20  # bytes per read while downloading, hashing and unpacking
 DOWNLOADS = "downloads"  # ROOT/downloads/NAME.part while downloading, NAME once verified
 RECORD = "dataset.json"  # written last: its presence marks a finished fetch
+LOCK_FILE = ".fetch.lock"  # ROOT/.fetch.lock while a fetch works on ROOT
 STAGING_PREFIX = ".unpack-"  # ROOT/.unpack-XXXX: zips are unpacked here, then renamed into ROOT
 CC_BY_4 = (
     "CC BY 4.0 (Creative Commons Attribution 4.0, https://creativecommons.org/licenses/by/4.0/)"
@@ -210,29 +217,111 @@ def fetch(
     finished = _finished_record(dataset, root)
     if finished is not None:
         return Fetched(root, finished, already_there=True)
-    _check_places_free(dataset, root)
     files = _verified_sources(dataset, sources) if sources else None
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     try:
-        if files is None:
-            api = api or os.environ.get(API_ENV) or DEFAULT_API
-            files = _download_all(dataset, root, api)
-            how = f"downloaded from {api}"
-        else:
-            how = "--from (copied in by hand)"
-        record = _install(dataset, root, files, how=how)
-        if not keep_zips:  # downloads of this dataset, finished or not, are of no further use
-            given = {Path(source).resolve() for source in sources}
-            for f in dataset.files:
-                for path in (root / DOWNLOADS / f.name, root / DOWNLOADS / f"{f.name}.part"):
-                    if path.resolve() not in given:
-                        path.unlink(missing_ok=True)
-    finally:  # a failed run leaves its .part files to resume from, and no empty folders
-        _remove_if_empty(root / DOWNLOADS)
+        with _root_lock(root):  # from here on this fetch alone works on root
+            try:
+                finished = _finished_record(dataset, root)  # another fetch may have just ended
+                if finished is not None:
+                    return Fetched(root, finished, already_there=True)
+                _check_places_free(dataset, root)
+                record = _fetch_into(dataset, root, files, sources, api, keep_zips)
+            finally:  # a failed run leaves its .part files to resume from, no empty folder
+                _remove_if_empty(root / DOWNLOADS)
+    finally:
         if created:
             _remove_if_empty(root)
     return Fetched(root, record, already_there=False)
+
+
+def _fetch_into(
+    dataset: Dataset, root: Path, files: dict | None, sources, api: str | None, keep_zips: bool
+) -> dict:
+    """Download (or take ``files``, the ``--from`` copies), unpack and install into ``root``;
+    the zips removed unless ``keep_zips``. The record written (``dataset.json``)."""
+    if files is None:
+        api = api or os.environ.get(API_ENV) or DEFAULT_API
+        files = _download_all(dataset, root, api)
+        how = f"downloaded from {api}"
+    else:
+        how = "--from (copied in by hand)"
+    record = _install(dataset, root, files, how=how)
+    if not keep_zips:  # downloads of this dataset, finished or not, are of no further use
+        given = {Path(source).resolve() for source in sources}
+        for f in dataset.files:
+            for path in (root / DOWNLOADS / f.name, root / DOWNLOADS / f"{f.name}.part"):
+                if path.resolve() not in given:
+                    path.unlink(missing_ok=True)
+    return record
+
+
+class RootInUse(ValueError):
+    """Another fetch works on the same root (``ROOT/.fetch.lock``)."""
+
+
+@contextlib.contextmanager
+def _root_lock(root: Path):
+    """Hold ``root/.fetch.lock`` for the block: created exclusively (``O_EXCL``, which shared
+    file systems honour across nodes), holding this host, pid and start time; removed after.
+    :class:`RootInUse` when another fetch holds it; a lock whose holder was on this host and
+    is gone is taken over."""
+    path = root / LOCK_FILE
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": started}
+    for attempt in (1, 2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if attempt == 1 and _holder_gone(holder):
+                log.warning("%s: taking over the lock of a fetch that is gone (%s)", path, holder)
+                path.unlink(missing_ok=True)
+                continue
+            raise RootInUse(_in_use_message(root, path, holder)) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(mine, f)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> dict:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):  # being written this instant, or damaged
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _holder_gone(holder: dict) -> bool:
+    """The lock's fetch ran on this host and its process no longer exists."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _in_use_message(root: Path, path: Path, holder: dict) -> str:
+    who = (
+        f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('started')}"
+        if holder
+        else "its holder is not readable yet"
+    )
+    return (
+        f"--root {root}: another fetch is working on it ({who}); two fetches of one folder "
+        "would write the same files. Wait for it to finish and run this again (it then finds "
+        f"the dataset there); if no fetch runs any more (it was killed on another node), "
+        f"remove the lock: rm {shlex.quote(str(path))}"
+    )
 
 
 def add_cli(data_sub) -> None:

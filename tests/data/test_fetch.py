@@ -8,9 +8,12 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import re
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +25,7 @@ from PIL import Image
 from fetalgan.cli import main
 from fetalgan.data import fetch as fetch_module
 from fetalgan.data.datasets import list_hc18, list_planes
-from fetalgan.data.fetch import API_ENV, DATASETS, RecordFile, fetch
+from fetalgan.data.fetch import API_ENV, DATASETS, LOCK_FILE, RecordFile, RootInUse, fetch
 
 PLANES_HEADER = "Image_name;Patient_num;Plane;Brain_plane;Operator;US_Machine;Train "
 PLANES_ROWS = [
@@ -100,7 +103,8 @@ class FakeZenodo:
     /files/<name>`` serves them, honouring ``Range: bytes=N-`` unless ``honour_range`` is off.
 
     ``served`` replaces the bytes sent for a name (a corrupted transfer), ``listed`` overrides
-    fields of a listing entry, ``truncate`` drops the connection after so many bytes of a name;
+    fields of a listing entry, ``truncate`` drops the connection after so many bytes of a name,
+    ``hold`` keeps a name's transfer waiting (``holding`` set) until its event is set;
     ``requests`` records (path, Range header) and ``sent`` (path, bytes sent) of each request."""
 
     def __init__(self) -> None:
@@ -109,6 +113,8 @@ class FakeZenodo:
         self.listed: dict[str, dict] = {}
         self.truncate: dict[str, int] = {}
         self.honour_range = True
+        self.hold: dict[str, threading.Event] = {}  # a file's transfer waits for its event
+        self.holding = threading.Event()  # set when a held transfer has started waiting
         self.requests: list[tuple[str, str | None]] = []
         self.sent: list[tuple[str, int]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -148,6 +154,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found")
             return
         data = zenodo.served.get(name, published[name])
+        if name in zenodo.hold:  # a slow transfer: the fetch is busy until the test lets go
+            zenodo.holding.set()
+            zenodo.hold[name].wait(30)
         wanted = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
         if wanted and zenodo.honour_range:
             start = int(wanted[1])
@@ -581,3 +590,67 @@ def test_cli_offline_is_a_one_line_error(tmp_path, hc18, capsys):
     assert f"fetalgan data fetch hc18 --root {root} --from training_set.zip" in err
     assert err.count("\n") == 1
     assert not root.exists()  # no empty folders left behind
+
+
+# --------------------------------------------------------------------------------------------
+# One fetch at a time per root
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_second_fetch_of_a_root_is_refused_while_the_first_works(tmp_path, zenodo, hc18):
+    root = tmp_path / "hc18"
+    zenodo.hold["training_set.zip"] = threading.Event()
+    outcome = {}
+
+    def first() -> None:
+        try:
+            outcome["fetched"] = fetch("hc18", root, api=zenodo.api)
+        except Exception as err:  # reported by the assertions below
+            outcome["error"] = err
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    try:
+        assert zenodo.holding.wait(30), "the first fetch never asked for the zip"
+        holder = json.loads((root / LOCK_FILE).read_text())
+        assert holder["host"] == socket.gethostname() and holder["pid"] == os.getpid()
+        n_requests = len(zenodo.requests)
+        with pytest.raises(RootInUse, match=r"another fetch is working on it \(host .*, pid \d+"):
+            fetch("hc18", root, api=zenodo.api)
+        assert len(zenodo.requests) == n_requests  # the second asked the server nothing
+    finally:
+        zenodo.hold["training_set.zip"].set()
+        worker.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    assert not outcome["fetched"].already_there
+    assert not (root / LOCK_FILE).exists()
+    assert fetch("hc18", root, api=zenodo.api).already_there  # the next run finds it
+
+
+def test_a_lock_left_by_a_killed_fetch_on_this_host_is_taken_over(tmp_path, zenodo, hc18):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    root = tmp_path / "hc18"
+    root.mkdir()
+    lock = {"host": socket.gethostname(), "pid": int(gone.stdout), "started": "earlier"}
+    (root / LOCK_FILE).write_text(json.dumps(lock))
+
+    assert not fetch("hc18", root, api=zenodo.api).already_there
+    assert [p.name for p in list_hc18(root)] == ["000_HC.png", "001_HC.png", "002_2HC.png"]
+    assert not (root / LOCK_FILE).exists()
+
+
+def test_a_lock_from_another_host_is_refused_naming_it(tmp_path, zenodo, hc18, capsys):
+    root = tmp_path / "hc18"
+    root.mkdir()
+    lock = {"host": "node-b", "pid": 4242, "started": "2026-12-07T20:00:00+00:00"}
+    (root / LOCK_FILE).write_text(json.dumps(lock))
+
+    assert main(["data", "fetch", "hc18", "--root", str(root), "--api", zenodo.api]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fetalgan: error: --root {root}: another fetch is working on it ")
+    assert "(host node-b, pid 4242, since 2026-12-07T20:00:00+00:00)" in err
+    assert f"rm {root / LOCK_FILE}" in err and err.count("\n") == 1
+    assert zenodo.requests == []  # nothing asked of the server
+    assert json.loads((root / LOCK_FILE).read_text()) == lock  # another host's lock stays
+    assert sorted(p.name for p in root.iterdir()) == [LOCK_FILE]
