@@ -76,7 +76,8 @@ def metric_curves(
     stopped, failed, running); its last point gets that marker, and the legend (below the
     panels) explains the markers used. ``highlight``: the run label drawn thick (the best run).
     ``events``: run label -> epochs where something happened to the run (PBT's exploits),
-    each marked on its line where the value after it starts, explained by ``event_label``.
+    each marked on its line (with ``as_steps`` where the value after it starts), explained by
+    ``event_label``.
     ``as_steps``: values that hold between points (a schedule: the value logged at an epoch was
     in force since the previous point) drawn as steps, not slopes.
 
@@ -125,10 +126,12 @@ def metric_curves(
                               drawstyle="steps-pre" if as_steps else "default")  # fmt: skip
             handles.setdefault(run, line)
             for epoch in (events or {}).get(run, ()):
-                after = [y for x, y in points if x > epoch]
-                if after:  # where the new value starts
-                    ax.scatter([epoch], [after[0]], marker="v", s=40, color="black",
-                               zorder=5)  # fmt: skip
+                if as_steps:  # a schedule: on the step where the new value starts
+                    at = [y for x, y in points if x > epoch][:1]
+                else:  # a curve: on its point at the event, where it goes on from the new state
+                    at = [y for x, y in points if x <= epoch][-1:]
+                if at:
+                    ax.scatter([epoch], at, marker="v", s=40, color="black", zorder=5)
             if run in ends:
                 marker, _ = END_MARKERS[ends[run]]
                 stop = marker == "X"  # black and larger: the ASHA stops are what one looks for

@@ -474,3 +474,33 @@ def test_best_samples_fall_back_to_the_latest_grid(tmp_path, monkeypatch):
     assert best_samples(sweep, trial, tmp_path / "none") == (
         None, None, "trial t has no sample grids logged"
     )  # fmt: skip
+
+
+def test_learning_curves_mark_a_pbt_trials_exploits(tmp_path, monkeypatch):
+    import json
+
+    from PIL import Image
+
+    from fetalgan import figures
+    from fetalgan.report.plots import EXPLOIT_LABEL, curves_figure
+    from fetalgan.tracking.names import EXPLOITS_TAG
+
+    seen = {}
+    draw = figures.metric_curves
+
+    def spy(panels, path, **options):
+        seen.update(options)
+        return draw(panels, path, **options)
+
+    monkeypatch.setattr(figures, "metric_curves", spy)
+    history = {"fid": [(2, 50.0), (4, 40.0), (6, 20.0)], "kid_mean": [(2, 0.05), (4, 0.02)]}
+    exploits = json.dumps([{"epoch": 4, "donor": "b", "config": {"lr_g": 1e-3}}])
+    donor = _trial("b", {"fid": [(2, 30.0), (4, 25.0), (6, 22.0)]})
+    pbt = _sweep([_trial("a", history, tags={EXPLOITS_TAG: exploits}), donor])
+    assert curves_figure(pbt, tmp_path / "pbt.png") == tmp_path / "pbt.png"
+    assert seen["events"] == {"a": [4], "b": []} and seen["event_label"] == EXPLOIT_LABEL
+    plain = _sweep([_trial("a", history), donor])  # the same numbers, no exploit
+    assert curves_figure(plain, tmp_path / "plain.png") == tmp_path / "plain.png"
+    assert seen["events"] == {"a": [], "b": []}
+    marked, unmarked = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("pbt", "plain"))
+    assert marked.shape == unmarked.shape and (marked != unmarked).any()  # the mark is drawn

@@ -27,10 +27,24 @@ def _run_labels(trials: list[RunRecord]) -> dict[str, str]:
     }  # fmt: skip
 
 
+EXPLOIT_LABEL = "exploit: copied a better trial's state, new values from here"
+
+
+def exploit_epochs(trials: list[RunRecord], labels: dict[str, str]) -> dict[str, list[int]]:
+    """PBT/PB2: figure label -> the epochs at which the trial took another's state (its
+    ``fetalgan.pbt.exploits`` tag); empty lists for other sweeps."""
+    events = {}
+    for t in trials:
+        text = names.tag(t.tags, names.EXPLOITS_TAG)
+        events[labels[t.run_id]] = [x["epoch"] for x in json.loads(text)] if text else []
+    return events
+
+
 def curves_figure(sweep: SweepRecord, path: Path) -> Path | None:
     """FID and KID against epoch, every trial one line (the best trial thick), the last
-    evaluation marked by how the trial ended (ASHA stop, failure, completion); None when no
-    trial logged either."""
+    evaluation marked by how the trial ended (ASHA stop, failure, completion) and, in a PBT
+    sweep, each exploit where the curve goes on from the donor's state; None when no trial
+    logged either."""
     trials = sweep.trials
     labels = _run_labels(trials)
     panels = {
@@ -42,6 +56,8 @@ def curves_figure(sweep: SweepRecord, path: Path) -> Path | None:
         path,
         ends={labels[t.run_id]: trial_state(t) for t in trials},
         highlight=None if best is None else labels[best.run_id],
+        events=exploit_epochs(trials, labels),
+        event_label=EXPLOIT_LABEL,
         title=f"{sweep.experiment}: learning curves (thick line: best trial)",
     )
 
@@ -54,17 +70,13 @@ def schedules_figure(sweep: SweepRecord, path: Path) -> Path | None:
     if not keys:
         return None
     labels = _run_labels(trials)
-    events = {}
-    for t in trials:
-        text = names.tag(t.tags, names.EXPLOITS_TAG)
-        events[labels[t.run_id]] = [x["epoch"] for x in json.loads(text)] if text else []
     best = best_trial(sweep)
     return figures.metric_curves(
         {k.removeprefix("hp/"): {labels[t.run_id]: t.series(k) for t in trials} for k in keys},
         path,
         highlight=None if best is None else labels[best.run_id],
-        events=events,
-        event_label="exploit: copied a better trial's state, new values from here",
+        events=exploit_epochs(trials, labels),
+        event_label=EXPLOIT_LABEL,
         as_steps=True,
         title=f"{sweep.experiment}: hyper-parameter schedules (PBT; thick line: best trial)",
     )
