@@ -311,7 +311,9 @@ def test_a_real_pbt_sweep_exploits_tracks_schedules_and_replays(
     lineage = json.loads(Path(lineage_file).read_text())
     trials = lineage["trials"]
     assert len(trials) == 4
-    # an exploit that trained on (one at the last epoch restarts only to finish)
+    # no trial copies another's state at its last epoch (its last result ends it first)
+    late = [(t["trial_id"], x) for t in trials.values() for x in t["exploits"] if x["epoch"] >= 5]
+    assert not late, late
     exploited = [t for t in trials.values() if any(x["epoch"] < 5 for x in t["exploits"])]
     assert exploited, f"no trial exploited before the last epoch: {trials}"
     record = exploited[0]

@@ -188,7 +188,7 @@ class TrackingCallback(tune.Callback):
         if trial.trial_id not in self.started:  # e.g. finished before a driver restart
             return
         stale = self.pending.pop(trial.trial_id, None)
-        if stale is not None:  # e.g. PBT paused it at its last epoch to copy another trial
+        if stale is not None:  # Tune dropped its last result's checkpoint (PBT paused it)
             self._log_dropped(trial, stale)
         # The last weights, from the latest checkpoint: Tune's, or for a data-parallel trial
         # the one Ray Train stored (named in its last result).

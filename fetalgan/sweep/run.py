@@ -424,6 +424,10 @@ def tune_run_config(run: SweepRun, spec: TrialSpec, scheduler):
         # PBT/PB2: fetalgan's pruner instead (pbt.checkpoint_pruner: a donor's state must
         # outlive Tune's rotation until its recipient has restored from it).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.pbt_keys else 1),
+        # PBT/PB2: a trial's last result ends it before the scheduler sees it, so no trial is
+        # made to copy another's state at its last epoch (it would end holding the donor's
+        # weights as its last state, with nothing left to train)
+        stop={"epoch": run.cfg.base.epochs} if spec.pbt_keys else None,
         verbose=max(0, run.verbose - 1),  # Tune's own output: fetalgan sweep -v
     )
 
