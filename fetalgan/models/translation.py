@@ -121,9 +121,3 @@ def lsgan(scores, target: float):
     """Least-squares GAN loss (Mao et al. 2017): mean of (score - target)^2, in fp32."""
     scores = scores.float()
     return (scores - target).pow(2).mean()
-
-
-def unwrap(net):
-    """The plain module under DDP (``.module``) and torch.compile (``._orig_mod``)."""
-    net = getattr(net, "module", net)
-    return getattr(net, "_orig_mod", net)

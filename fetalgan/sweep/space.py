@@ -18,7 +18,6 @@ from fetalgan.config import (
     max_epochs,
     set_key,
     space_values,
-    to_dict,
     train_config_from_dict,
 )
 
@@ -221,11 +220,6 @@ def population_based(cfg: SweepConfig):
         resample_probability=sch.resample_probability,
         **common,
     )
-
-
-def base_dict(cfg: SweepConfig) -> dict[str, Any]:
-    """The sweep's base config as plain data, what trials are built from."""
-    return to_dict(cfg.base)
 
 
 def check_resources(
